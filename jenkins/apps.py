@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class JenkinsConfig(AppConfig):
+    name = "jenkins"
+    verbose_name = "Jenkins"

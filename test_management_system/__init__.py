@@ -1,0 +1,3 @@
+from test_management_system.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TestManagementSystemConfig(AppConfig):
+    name = "test_management_system"
+    verbose_name = "Test management system"

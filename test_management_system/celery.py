@@ -1,0 +1,34 @@
+"""The Celery app. Every periodic task is listed here, in ``BEAT_SCHEDULE``, and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "test_management_system.settings")
+
+app = Celery("test_management_system")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# name -> entry; the tasks themselves live in each app's tasks.py.
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
+app.conf.beat_schedule = BEAT_SCHEDULE
+
+
+@task_prerun.connect
+def _bind_task_id_to_logs(task_id: str | None = None, **_: Any) -> None:
+    # Log lines written while a task runs carry its id, as request log lines carry theirs.
+    from test_management_system.logging import request_id_var
+
+    request_id_var.set(f"task:{task_id}" if task_id else "-")
+
+
+@task_postrun.connect
+def _unbind_task_id(**_: Any) -> None:
+    from test_management_system.logging import request_id_var
+
+    request_id_var.set("-")

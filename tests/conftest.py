@@ -1,0 +1,147 @@
+"""Fixtures shared by the whole suite.
+
+Set ``TMS_REQUIRE_SERVICES=1`` (CI does) to make the suite refuse to run unless PostgreSQL,
+Redis and the binaries the integration tests need are really there: a missing service is a
+failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("TMS_REQUIRE_SERVICES") == "1"
+# Binaries the integration tests drive for real; CI installs them with apt-get.
+REQUIRED_BINARIES = ("sshd", "socat")
+
+
+def _is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def _find_binary(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not REQUIRE_SERVICES:
+        return
+    problems = []
+    if not _is_postgres():
+        problems.append("DATABASE_URL does not point at PostgreSQL")
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        problems.append("REDIS_URL / CELERY_BROKER_URL does not point at Redis")
+    else:
+        from test_management_system.health import check_broker
+
+        try:
+            check_broker()
+        except Exception as exc:
+            problems.append(f"Redis is not reachable: {exc}")
+    problems += [f"binary {b!r} is missing" for b in REQUIRED_BINARIES if not _find_binary(b)]
+    if problems:
+        pytest.exit("TMS_REQUIRE_SERVICES=1 but: " + "; ".join(problems), returncode=3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _is_postgres():
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL=postgres://...)")
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(skip)
+
+
+def database_url(settings_dict: dict[str, object]) -> str:
+    """A DATABASE_URL for the connection settings given (used to point subprocesses at the
+    test database that pytest-django created)."""
+    name = str(settings_dict["NAME"])
+    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{name}"
+    user = quote(str(settings_dict.get("USER") or ""), safe="")
+    password = quote(str(settings_dict.get("PASSWORD") or ""), safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "localhost"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{quote(name, safe='')}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup: None, django_db_blocker: object) -> str:
+    from django.db import connection
+
+    return database_url(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    test_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Celery worker (prefork) in its own process, on the test database and broker.
+
+    Yields the worker's log file path; the worker is stopped with a warm shutdown at the end.
+    """
+    from test_management_system.tasks import ping_task
+
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "test_management_system", "worker",
+                "--loglevel", "INFO", "--concurrency", "2", "--without-gossip",
+                "--without-mingle", "--hostname", f"test-{os.getpid()}@%h",
+            ],
+            cwd=REPO_ROOT,
+            env=subprocess_env(DATABASE_URL=test_database_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        # The first ping waits for the worker to come up; a dead worker fails here, clearly.
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"Celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                ping_task.apply_async().get(timeout=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"Celery worker did not answer in 60 s:\n{log_path.read_text()}")
+        yield str(log_path)
+    finally:
+        stop_process(proc)
