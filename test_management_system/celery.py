@@ -15,7 +15,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # name -> entry; the tasks themselves live in each app's tasks.py.
-BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Leases whose holder stopped renewing them (a dead worker) are freed within a minute.
+    "machines-leases-expire": {"task": "machines.leases_expire", "schedule": 30.0},
+    "machines-check-all": {"task": "machines.check_all", "schedule": 300.0},
+}
 app.conf.beat_schedule = BEAT_SCHEDULE
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from test_management_system import errors, health, views
@@ -10,8 +10,9 @@ handler403 = "test_management_system.errors.permission_denied"
 handler404 = "test_management_system.errors.page_not_found"
 handler500 = "test_management_system.errors.server_error"
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("me/", views.MeApi.as_view(), name="me"),
+    path("", include("machines.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),

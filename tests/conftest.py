@@ -26,6 +26,15 @@ REQUIRE_SERVICES = os.environ.get("TMS_REQUIRE_SERVICES") == "1"
 REQUIRED_BINARIES = ("sshd", "socat")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import secrets
+
+    from model_bakery import baker
+
+    # Secrets are text to the baker; the field encrypts them on the way in.
+    baker.generators.add("machines.fields.SecretField", lambda: secrets.token_urlsafe(16))
+
+
 def _is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
