@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import current_app, shared_task
 
 from machines import services
 from machines.models import Machine, Venv
@@ -32,6 +32,8 @@ def venv_pool_ensure_task(machine_id: int, size: int, python: str | None = None)
     venvs = services.venv_pool_ensure(
         machine=machine, size=size, python=python, actor=None, source="system"
     )
+    if any(v.state == Venv.State.READY for v in venvs):
+        _slot_freed(machine.pk)
     return [f"{v.slot}:{v.state}" for v in venvs]
 
 
@@ -40,7 +42,16 @@ def venv_reset_task(venv_id: int) -> str:
     venv = Venv.objects.filter(pk=venv_id).first()
     if venv is None:
         return "gone"
-    return services.venv_reset(venv=venv).state
+    state = services.venv_reset(venv=venv).state
+    if state == Venv.State.READY:
+        _slot_freed(venv.machine_id)
+    return state
+
+
+def _slot_freed(machine_id: int) -> None:
+    # A slot is free: runs waiting for this machine start now, not at the next sweep. Sent by
+    # name, so that machines does not depend on the app that runs tests.
+    current_app.send_task("runs.dispatch_waiting", args=[machine_id])
 
 
 @shared_task(name="machines.leases_expire")

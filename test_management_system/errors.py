@@ -20,7 +20,6 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from test_management_system.logging import request_id_var
 
@@ -87,6 +86,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+
+    # Imported here: rest_framework.views loads the authentication classes, which may import
+    # this module's error types.
+    from rest_framework.views import exception_handler as drf_exception_handler
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -196,6 +196,16 @@ CELERY_TASK_DEFAULT_QUEUE = env.str(
     "CELERY_TASK_DEFAULT_QUEUE", default="tms-test" if TESTING else "celery"
 )
 
+# --- Runs ---------------------------------------------------------------------------------
+# Log text kept per run; past it, log lines are dropped with a marker (results are kept).
+RUN_LOG_MAX_BYTES = env.int("RUN_LOG_MAX_BYTES", default=50 * 1024 * 1024)
+# Event logs and artifacts of finished runs are dropped after this many days (runs and their
+# per-test results stay).
+RUN_EVENT_RETENTION_DAYS = env.int("RUN_EVENT_RETENTION_DAYS", default=90)
+# A worker whose run heartbeat is older than this is presumed dead and its run is resumed
+# (the worker beats every 2 s). Tests shorten it so that resuming can be watched.
+RUN_STALE_HEARTBEAT_SECONDS = env.int("RUN_STALE_HEARTBEAT_SECONDS", default=8 if TESTING else 30)
+
 # --- Auth and API -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -246,6 +256,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set, so that clients get stable, meaningful enum types.
+    "ENUM_NAME_OVERRIDES": {
+        "MachineOsEnum": "machines.models.Machine.Os",
+        # Machines and boards share it: unknown / online / offline.
+        "OnlineStatusEnum": "machines.models.Machine.Status",
+        "VenvStateEnum": "machines.models.Venv.State",
+        "RunStatusEnum": "test_runner.models.RunStatus",
+        "RunOutcomeEnum": "test_runner.models.RunOutcome",
+        "TestResultOutcomeEnum": "test_runner.models.TestResult.Outcome",
+    },
 }
 
 # --- Security -----------------------------------------------------------------------------

@@ -22,7 +22,17 @@ VALID: dict[str, dict[str, Any]] = {
     "machines.Venv": {"state": "ready", "lease_holder": "", "lease_expires_at": None},
     "machines.Board": {"lease_holder": "", "lease_expires_at": None},
     "machines.Machine": {"port": 22, "max_concurrent_runs": 2},
-}
+    # A run is queued (no outcome yet) and asks for a machine or a label.
+    "test_runner.TestRun": {
+        "status": "queued", "outcome": "", "requested_label": "lab", "retry_of": None,
+    },
+}  # fmt: skip
+RUN = {
+    "run__status": "queued", "run__outcome": "", "run__requested_label": "lab",
+    "run__retry_of": None,
+}  # fmt: skip
+for _label in ("RunEvent", "TestResult", "RunTransition", "RunArtifact"):
+    VALID[f"test_runner.{_label}"] = RUN
 
 
 def _models() -> list[str]:

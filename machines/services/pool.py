@@ -54,6 +54,24 @@ def _requirements_file(venv: Venv) -> str:
     return venv.path + ".requirements.txt"
 
 
+def _freeze_file(venv: Venv) -> str:
+    return venv.path + ".freeze"
+
+
+def _freeze(conn: ssh.SSHConnection, venv: Venv) -> bytes:
+    return conn.run(
+        ssh.Command(
+            venv_python(venv), "-m", "pip", "freeze", "--all", "--disable-pip-version-check"
+        ),
+        timeout=120,
+    ).stdout.encode()
+
+
+def _record_freeze(conn: ssh.SSHConnection, venv: Venv) -> None:
+    """What a clean slot holds; a reset that finds the same needs no rebuild."""
+    conn.put(_freeze(conn, venv), _freeze_file(venv))
+
+
 def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_LIMIT else "[...]\n" + text[-OUTPUT_LIMIT:]
 
@@ -277,6 +295,7 @@ def venv_provision(*, venv: Venv) -> Venv:
                 _install_command(machine, venv, _requirements_file(venv)), timeout=PROVISION_TIMEOUT
             )
             output += [result.stdout, result.stderr]
+        _record_freeze(conn, venv)
     except ssh.SSHError as exc:
         failures = venv.failure_count + 1
         state = Venv.State.BROKEN if failures >= MAX_FAILURES else Venv.State.DIRTY
@@ -300,7 +319,21 @@ def venv_provision(*, venv: Venv) -> Venv:
 
 
 def venv_reset(*, venv: Venv) -> Venv:
-    """Returns a DIRTY slot to READY: recreated clean, with the requirements it had."""
+    """Returns a DIRTY slot to READY. If its installed packages are exactly what they were
+    when it was last made clean (``pip freeze``), it is READY at once; otherwise it is
+    recreated clean, with the requirements it had. (Run workspaces live outside the venv.)"""
+    if venv.state == Venv.State.DIRTY:
+        try:
+            conn = machine_connection(machine=venv.machine)
+            clean = conn.get(_freeze_file(venv))
+            if _freeze(conn, venv) == clean:
+                Venv.objects.filter(pk=venv.pk, state=Venv.State.DIRTY).update(
+                    state=Venv.State.READY, last_error=""
+                )
+                venv.refresh_from_db()
+                return venv
+        except ssh.SSHError:
+            pass  # no snapshot or no answer: rebuild
     return venv_provision(venv=venv)
 
 
@@ -324,6 +357,7 @@ def venv_sync_requirements(*, venv: Venv, holder: str, requirements: str) -> Ven
         # Fewer requirements than installed: only a clean venv is honest.
         conn.run(ssh.Command(venv.python, "-m", "venv", "--clear", venv.path), timeout=300)
         output = ""
+    _record_freeze(conn, venv)
     Venv.objects.filter(pk=venv.pk, lease_holder=holder).update(
         requirements_hash=wanted, last_output=_tail(output)
     )

@@ -29,5 +29,7 @@ def test_worker_takes_tasks_one_at_a_time_from_the_test_queue(celery_worker):
 
 
 def test_periodic_schedule_names_only_registered_tasks():
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover the tasks
+    assert BEAT_SCHEDULE
     for entry in BEAT_SCHEDULE.values():
         assert entry["task"] in app.tasks

@@ -153,16 +153,31 @@ def test_pool_is_provisioned_with_real_venvs_and_leased(trusted, sshd):
     remote_requirements = conn.get(lease.path + ".requirements.txt").decode()
     assert remote_requirements == "pip\n"
 
-    # Something the run leaves behind is gone after the reset.
-    marker = lease.path + "/left-behind.txt"
-    conn.put(b"x", marker)
+    # Released untouched: the reset sees the same packages and keeps the slot as it is.
     services.venv_release(holder="run:42", reset=False)
+    Venv.objects.filter(pk=lease.pk).update(state=Venv.State.DIRTY)
+    reset = services.venv_reset(venv=Venv.objects.get(pk=lease.pk))
+    assert reset.state == Venv.State.READY and reset.requirements_hash == requirements_hash("pip")
+
+    # A package the run installed is gone after the reset, which rebuilds the venv.
+    site = conn.run(
+        ssh.Command(
+            venv_python(lease), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        )
+    ).stdout.strip()
+    conn.run(ssh.Command("mkdir", "-p", f"{site}/leftover-1.0.dist-info"))
+    conn.put(
+        b"Metadata-Version: 2.1\nName: leftover\nVersion: 1.0\n",
+        f"{site}/leftover-1.0.dist-info/METADATA",
+    )
+    assert (
+        "leftover==1.0" in conn.run(ssh.Command(venv_python(lease), "-m", "pip", "freeze")).stdout
+    )
     Venv.objects.filter(pk=lease.pk).update(state=Venv.State.DIRTY)
     reset = services.venv_reset(venv=Venv.objects.get(pk=lease.pk))
     assert reset.state == Venv.State.READY
     assert reset.requirements_hash == requirements_hash("pip")  # kept warm
-    listing = conn.run(ssh.Command("ls", "-a", lease.path)).stdout.split()
-    assert "left-behind.txt" not in listing
+    assert "leftover" not in conn.run(ssh.Command(venv_python(lease), "-m", "pip", "freeze")).stdout
 
 
 def test_repeated_provisioning_failures_make_a_slot_broken(trusted):
