@@ -19,6 +19,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Leases whose holder stopped renewing them (a dead worker) are freed within a minute.
     "machines-leases-expire": {"task": "machines.leases_expire", "schedule": 30.0},
     "machines-check-all": {"task": "machines.check_all", "schedule": 300.0},
+    # Jenkins builds whose trigger or poll chain was lost (a dead worker) are picked up again.
+    "jenkins-builds-sweep": {"task": "jenkins.builds_sweep", "schedule": 60.0},
     # Safety net only: runs start on events (slot freed, run created). This resumes runs whose
     # worker died and re-sends runs whose message the broker lost.
     "runs-sweep": {"task": "runs.sweep", "schedule": 10.0},

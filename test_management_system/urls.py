@@ -13,6 +13,7 @@ handler500 = "test_management_system.errors.server_error"
 api_v1: list[URLPattern | URLResolver] = [
     path("me/", views.MeApi.as_view(), name="me"),
     path("", include("machines.urls")),
+    path("", include("jenkins.urls")),
     path("", include("test_runner.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

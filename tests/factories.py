@@ -68,3 +68,36 @@ def make_ready_venvs(
 def make_board(machine: Machine, name: str = "board-1", **fields) -> Board:
     fields.setdefault("serial_port", f"/dev/serial/by-id/{name}")
     return services.board_create(machine=machine, actor=None, source="test", name=name, **fields)
+
+
+def make_jenkins_server(name: str = "ci", **overrides):
+    from jenkins import services as jenkins_services
+
+    fields: dict[str, Any] = {
+        "actor": None,
+        "source": "test",
+        "name": name,
+        # Nothing listens on the discard port: a server that is down, unless a test says else.
+        "url": "http://127.0.0.1:9/",
+        "username": "ci-bot",
+        "api_token": "jenkins-token-0001",
+        "connect_timeout": 2,
+        "read_timeout": 5,
+    }
+    fields.update(overrides)
+    return jenkins_services.jenkins_server_create(**fields)
+
+
+def make_jenkins_job(server, full_name: str = "firmware/nightly", **overrides):
+    from jenkins import services as jenkins_services
+
+    return jenkins_services.jenkins_job_create(
+        actor=None, source="test", server=server, full_name=full_name, **overrides
+    )
+
+
+def make_api_token(user, name: str = "pipeline", **overrides):
+    """(token row, secret)."""
+    from jenkins import services as jenkins_services
+
+    return jenkins_services.api_token_create(user=user, name=name, source="test", **overrides)
