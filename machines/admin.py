@@ -50,8 +50,8 @@ class MachineAdminForm(forms.ModelForm):
     class Meta:
         model = Machine
         fields = [
-            "name", "description", "hostname", "port", "os", "username", "labels", "work_dir",
-            "python", "max_concurrent_runs", "enabled", "users", "groups",
+            "name", "description", "connector", "hostname", "port", "os", "username", "labels",
+            "work_dir", "python", "max_concurrent_runs", "enabled", "users", "groups",
         ]  # fmt: skip
 
     def secret_changes(self) -> dict[str, str | None]:
@@ -82,7 +82,7 @@ class MachineAdmin(admin.ModelAdmin):
     ]  # fmt: skip
     fieldsets = [
         (None, {"fields": ["name", "description", "labels", "enabled"]}),
-        ("Connection", {"fields": ["hostname", "port", "os", "username"]}),
+        ("Connection", {"fields": ["connector", "hostname", "port", "os", "username"]}),
         ("Credentials (write-only, encrypted at rest)", {"fields": CREDENTIAL_FIELDS}),
         ("Execution", {"fields": ["work_dir", "python", "max_concurrent_runs"]}),
         ("Access", {"fields": ["users", "groups"]}),

@@ -35,8 +35,14 @@ class Machine(models.Model):
         ONLINE = "online", "Online"
         OFFLINE = "offline", "Offline"
 
+    class Connector(models.TextChoices):
+        SSH = "ssh", "SSH"
+        # The worker's own host, without SSH: first starts and single-host labs only.
+        LOCAL = "local", "This host (no SSH)"
+
     name = models.CharField(max_length=100, unique=True, validators=[NAME_VALIDATOR])
     description = models.TextField(blank=True)
+    connector = models.CharField(max_length=5, choices=Connector.choices, default=Connector.SSH)
     hostname = models.CharField(max_length=255)
     port = models.PositiveIntegerField(
         default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)]

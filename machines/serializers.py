@@ -37,8 +37,8 @@ class MachineOutput(serializers.ModelSerializer):
     class Meta:
         model = Machine
         fields = [
-            "id", "name", "description", "hostname", "port", "os", "username", "labels",
-            "work_dir", "effective_work_dir", "python", "max_concurrent_runs", "enabled",
+            "id", "name", "description", "connector", "hostname", "port", "os", "username",
+            "labels", "work_dir", "effective_work_dir", "python", "max_concurrent_runs", "enabled",
             "maintenance", "maintenance_reason", "status", "last_checked_at", "last_seen_at",
             "last_error", "facts", "host_key", "has_password", "has_private_key",
             "created_at", "updated_at",
@@ -82,6 +82,7 @@ class MachineInput(serializers.Serializer):
     hostname = serializers.CharField(max_length=255)
     port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
     os = serializers.ChoiceField(choices=Machine.Os.choices, required=False)
+    connector = serializers.ChoiceField(choices=Machine.Connector.choices, required=False)
     username = serializers.CharField(max_length=64)
     password = serializers.CharField(
         write_only=True, required=False, allow_blank=True, trim_whitespace=False,

@@ -196,6 +196,11 @@ CELERY_TASK_DEFAULT_QUEUE = env.str(
     "CELERY_TASK_DEFAULT_QUEUE", default="tms-test" if TESTING else "celery"
 )
 
+# --- Machines -----------------------------------------------------------------------------
+# Machines on the service's own host, without SSH (tests run as the service's user): for a
+# first start and single-host labs. Off in production unless asked for.
+ALLOW_LOCAL_MACHINES = env.bool("ALLOW_LOCAL_MACHINES", default=not PRODUCTION)
+
 # --- Runs ---------------------------------------------------------------------------------
 # Log text kept per run; past it, log lines are dropped with a marker (results are kept).
 RUN_LOG_MAX_BYTES = env.int("RUN_LOG_MAX_BYTES", default=50 * 1024 * 1024)

@@ -7,6 +7,7 @@ password and generated client keys. Needs root (to create the user and let sshd 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -34,6 +35,24 @@ class SSHDUnavailable(RuntimeError):
 
 def _run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+
+
+PASSWORD_FILE = Path("/root/.cache/tms-ssh-test-password")
+
+
+def _shared_password() -> str:
+    """One password per machine, kept where only root reads it: test sessions running at
+    the same time (two checkouts, parallel runs) must not reset it under each other."""
+    PASSWORD_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if not PASSWORD_FILE.exists():
+        draft = PASSWORD_FILE.with_name(f"{PASSWORD_FILE.name}.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(18))
+        draft.chmod(0o600)
+        # A hard link publishes the whole file at once; if another session won, use its.
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, PASSWORD_FILE)
+        draft.unlink()
+    return PASSWORD_FILE.read_text().strip()
 
 
 def ensure_test_user(password: str) -> Path:
@@ -208,7 +227,7 @@ def start_sshd() -> SSHD:
     directory = Path(tempfile.mkdtemp(prefix="tms-sshd-"))
     directory.chmod(0o755)
 
-    password = secrets.token_urlsafe(18)
+    password = _shared_password()
     home = ensure_test_user(password)
 
     host_key_path = directory / "ssh_host_ed25519_key"

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import transaction
 from django.db.models import F
@@ -20,12 +21,27 @@ logger = logging.getLogger(__name__)
 
 # Fields an update may change, besides secrets, labels and assignments.
 PLAIN_FIELDS = (
-    "name", "description", "hostname", "port", "os", "username", "work_dir", "python",
-    "max_concurrent_runs", "enabled",
+    "name", "description", "connector", "hostname", "port", "os", "username", "work_dir",
+    "python", "max_concurrent_runs", "enabled",
 )  # fmt: skip
 SECRET_FIELDS = ("password", "private_key", "passphrase")
 # Changing any of these means cached connections are stale.
-CONNECTION_FIELDS = frozenset({"hostname", "port", "username", "os"})
+CONNECTION_FIELDS = frozenset({"connector", "hostname", "port", "username", "os"})
+
+
+def _check_connector(connector: str, os_name: str) -> None:
+    if connector != Machine.Connector.LOCAL:
+        return
+    if not settings.ALLOW_LOCAL_MACHINES:
+        raise InvalidCredentials(
+            "Machines on this host (without SSH) are disabled here: they run tests as the "
+            "service's own user. Set ALLOW_LOCAL_MACHINES=true to allow them.",
+            extra={"field": "connector"},
+        )
+    if os_name != Machine.Os.LINUX:
+        raise InvalidCredentials(
+            "A machine on this host must be a Linux machine.", extra={"field": "os"}
+        )
 
 
 def _labels(names: list[str] | tuple[str, ...]) -> list[Label]:
@@ -70,6 +86,7 @@ def machine_create(
     username: str,
     port: int = 22,
     os: str = Machine.Os.LINUX,
+    connector: str = Machine.Connector.SSH,
     password: str | None = None,
     private_key: str | None = None,
     passphrase: str | None = None,
@@ -82,11 +99,14 @@ def machine_create(
     users: list[AbstractBaseUser] | tuple[()] = (),
     groups: list[Group] | tuple[()] = (),
 ) -> Machine:
-    _check_credentials(
-        password=password, private_key=private_key, passphrase=passphrase,
-        hostname=hostname, port=port,
-    )  # fmt: skip
+    _check_connector(connector, os)
+    if connector == Machine.Connector.SSH:
+        _check_credentials(
+            password=password, private_key=private_key, passphrase=passphrase,
+            hostname=hostname, port=port,
+        )  # fmt: skip
     machine = Machine(
+        connector=connector,
         name=name,
         hostname=hostname,
         port=port,
@@ -140,12 +160,14 @@ def machine_update(
             changes[name] = fields[name]
             setattr(machine, name, fields[name])
     machine.full_clean()
+    if {"connector", "os"} & set(changes):
+        _check_connector(machine.connector, machine.os)
     if changes:
         machine.save(update_fields=[*changes, "updated_at"])
 
     credential, _ = MachineCredential.objects.select_for_update().get_or_create(machine=machine)
     secret_changes = {k: fields[k] for k in SECRET_FIELDS if fields.get(k) is not None}
-    if secret_changes:
+    if secret_changes and machine.connector == Machine.Connector.SSH:
         merged = {k: secret_changes.get(k, getattr(credential, k)) or None for k in SECRET_FIELDS}
         _check_credentials(**merged, hostname=machine.hostname, port=machine.port)
         for key, value in secret_changes.items():
@@ -233,6 +255,16 @@ def _spec(machine: Machine, credential: MachineCredential | None = None) -> ssh.
 
 def machine_connection(*, machine: Machine) -> ssh.SSHConnection:
     """This worker process's connection to the machine (cached; re-made after any change)."""
+    if machine.connector == Machine.Connector.LOCAL:
+        from machines.local import local_connection
+
+        if not settings.ALLOW_LOCAL_MACHINES:
+            raise ssh.SSHError(
+                f"Machine {machine.name} runs on this host, which ALLOW_LOCAL_MACHINES forbids.",
+                host="localhost", port=0,
+            )  # fmt: skip
+        # Same methods and errors as an SSH connection.
+        return local_connection()  # type: ignore[return-value]
     credential = MachineCredential.objects.filter(machine=machine).first()
     version = credential.version if credential else 0
     return ssh.get_connection(
@@ -240,8 +272,14 @@ def machine_connection(*, machine: Machine) -> ssh.SSHConnection:
     )
 
 
+def _needs_ssh(machine: Machine) -> None:
+    if machine.connector != Machine.Connector.SSH:
+        raise ApplicationError(f"Machine {machine.name} runs on this host: it has no host key.")
+
+
 def machine_fetch_host_key(*, machine: Machine) -> ssh.HostKey:
     """The key the machine offers now, to show an admin before they trust it. Writes nothing."""
+    _needs_ssh(machine)
     return ssh.fetch_host_key(machine.hostname, machine.port)
 
 
@@ -250,6 +288,7 @@ def machine_trust_host_key(
     *, machine: Machine, actor: Actor, source: str, fingerprint: str
 ) -> Machine:
     """Pins the machine's host key, if it is still the one the admin saw (``fingerprint``)."""
+    _needs_ssh(machine)
     offered = ssh.fetch_host_key(machine.hostname, machine.port)
     if offered.fingerprint != fingerprint.strip():
         raise ConflictError(

@@ -204,7 +204,21 @@ def leases_expire(*, now: datetime | None = None) -> dict[str, int]:
         Board.objects.filter(pk__in=[b.pk for b in boards]).update(
             lease_holder="", leased_at=None, lease_expires_at=None
         )
-    return {"venvs": len(stale), "boards": len(boards)}
+        # A slot whose provisioning worker died stays PROVISIONING: give it back to a reset.
+        stuck = list(
+            Venv.objects.select_for_update(skip_locked=True)
+            .filter(
+                state=Venv.State.PROVISIONING,
+                updated_at__lt=now - timedelta(seconds=PROVISION_TIMEOUT * 2),
+            )
+            .values_list("pk", flat=True)
+        )
+        Venv.objects.filter(pk__in=stuck).update(
+            state=Venv.State.DIRTY, last_error="Provisioning never finished (worker lost)."
+        )
+        for venv_id in stuck:
+            _queue_reset(venv_id)
+    return {"venvs": len(stale), "boards": len(boards), "stuck": len(stuck)}
 
 
 # --- Provisioning -----------------------------------------------------------------------------
@@ -296,18 +310,21 @@ def venv_provision(*, venv: Venv) -> Venv:
             )
             output += [result.stdout, result.stderr]
         _record_freeze(conn, venv)
-    except ssh.SSHError as exc:
+    except Exception as exc:  # any failure is recorded on the slot, never lost
+        message = exc.message if isinstance(exc, ssh.SSHError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, ssh.SSHError):
+            logger.exception("Provisioning %s failed unexpectedly", venv)
         failures = venv.failure_count + 1
         state = Venv.State.BROKEN if failures >= MAX_FAILURES else Venv.State.DIRTY
         Venv.objects.filter(pk=venv.pk).update(
-            state=state, failure_count=failures, last_error=exc.message,
+            state=state, failure_count=failures, last_error=message,
             last_output=_tail("".join(output)),
         )  # fmt: skip
-        logger.warning("Provisioning %s failed (%d in a row): %s", venv, failures, exc.message)
+        logger.warning("Provisioning %s failed (%d in a row): %s", venv, failures, message)
         if state == Venv.State.BROKEN:
             audit_record(
                 actor=None, source="system", action="venv.broken", target=venv,
-                changes={"error": exc.message, "failures": failures},
+                changes={"error": message, "failures": failures},
             )  # fmt: skip
     else:
         Venv.objects.filter(pk=venv.pk).update(

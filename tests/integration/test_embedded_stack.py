@@ -45,6 +45,31 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60
     pytest.fail(f"not ready after {seconds}s:\n{log.read_text()}")
 
 
+DEMO_QUERY = """
+import json
+from test_runner.models import TestRun
+print(json.dumps({r.case.name: [r.status, r.outcome, r.passed,
+                                r.artifacts.filter(name="junit.xml").exists(), r.status_message]
+                  for r in TestRun.objects.all()}))
+"""
+
+
+def _wait_demo_runs(env: dict[str, str], proc: subprocess.Popen, log: Path) -> dict:
+    deadline = time.monotonic() + 300  # the first start installs pytest and pyserial
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the stack exited ({proc.returncode}):\n{log.read_text()}")
+        shell = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", DEMO_QUERY],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        runs = json.loads(shell.stdout.strip().splitlines()[-1])
+        if runs and all(status == "done" for status, *_ in runs.values()):
+            return {name: (r[1], r[2], r[3]) for name, r in runs.items()}
+        time.sleep(2)
+    pytest.fail(f"demo runs did not finish: {runs}\n{log.read_text()[-5000:]}")
+
+
 def _pids_in_log(log: Path) -> list[int]:
     return [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in log.read_text().splitlines()
             if line.startswith("started ")]  # fmt: skip
@@ -77,8 +102,18 @@ def test_run_stack_serves_on_embedded_defaults_and_stops_everything(tmp_path):
             status, _ = _get(f"http://127.0.0.1:{port}{path}")
             assert status == 200, path
         pids = _pids_in_log(log)
-        assert len(pids) == 3  # web, worker, beat
+        assert len(pids) == 4  # web, worker, beat, the demo board
         assert all(_alive(pid) for pid in pids)
+
+        # The demo's sample runs (one of each kind, on this host and the simulated board)
+        # provision their venvs, run live and pass. (pytest writes its own junit.xml, which is
+        # fetched as an artifact; every run's JUnit XML is also built from its results.)
+        outcomes = _wait_demo_runs(env, proc, log)
+        assert outcomes == {
+            "demo-pytest-board": ("passed", 4, True),
+            "demo-script": ("passed", 1, False),
+            "demo-board-tests": ("passed", 3, False),
+        }, outcomes
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         assert proc.wait(timeout=30) == 0

@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
         parser.add_argument("--no-beat", action="store_true")
+        parser.add_argument(
+            "--no-board", action="store_true", help="do not start the demo board simulator"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
@@ -48,6 +51,15 @@ class Command(BaseCommand):
             commands["beat"] = [
                 python, "-m", "celery", "-A", "test_management_system", "beat",
                 "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
+            ]  # fmt: skip
+
+        if not options["no_board"] and not settings.PRODUCTION:
+            from test_management_system.management.commands.demo_data import demo_board_path
+
+            # The demo machine's board: a simulator on a pty, linked at a stable path.
+            commands["board"] = [
+                python, str(settings.BASE_DIR / "remote_scripts" / "board_sim.py"),
+                "--link", demo_board_path(), "--heartbeat", "2",
             ]  # fmt: skip
 
         children: dict[str, subprocess.Popen[bytes]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ def lab_machine(sshd: SSHD, name: str, labels: list[str] | None = None) -> Machi
         sshd.start()
     machine = make_machine(
         name, hostname=sshd.host, port=sshd.port, username=sshd.username,
-        password=sshd.password, work_dir=f"{sshd.home}/tms-e2e-{name}",
+        password=sshd.password, work_dir=f"{sshd.home}/tms-e2e-{os.getpid()}-{name}",
         max_concurrent_runs=POOL, labels=labels or ["e2e"],
     )  # fmt: skip
     offered = machine_services.machine_fetch_host_key(machine=machine)
@@ -53,6 +54,17 @@ def lab_machine(sshd: SSHD, name: str, labels: list[str] | None = None) -> Machi
         venv = machine_services.venv_reset(venv=venv)
         assert venv.state == Venv.State.READY, venv.last_error
     return machine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_session_work_dirs(sshd: SSHD) -> Iterator[None]:
+    # Work directories are per test session (two sessions must not reset each other's venvs);
+    # within a session the venvs stay warm from test to test.
+    yield
+    subprocess.run(
+        ["sh", "-c", 'rm -rf -- "$1"/tms-e2e-"$2"-*', "sh", str(sshd.home), str(os.getpid())],
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ def admin_client(client):
 
 def _form(machine: Machine, **changes) -> dict:
     data = {
-        "name": machine.name, "description": machine.description, "hostname": machine.hostname,
+        "name": machine.name, "description": machine.description, "connector": "ssh",
+        "hostname": machine.hostname,
         "port": machine.port, "os": machine.os, "username": machine.username,
         "work_dir": machine.work_dir, "python": machine.python,
         "max_concurrent_runs": machine.max_concurrent_runs, "enabled": "on",
@@ -67,7 +68,8 @@ def test_a_new_password_replaces_and_clear_removes(admin_client):
 def test_add_machine_through_admin_goes_through_the_service(admin_client):
     response = admin_client.post(
         "/admin/machines/machine/add/",
-        {"name": "lab-9", "hostname": "10.0.0.9", "port": 22, "os": "linux", "username": "ci",
+        {"name": "lab-9", "connector": "ssh", "hostname": "10.0.0.9", "port": 22, "os": "linux",
+         "username": "ci",
          "python": "python3", "max_concurrent_runs": 2, "enabled": "on", "password": "pw-9"},
     )  # fmt: skip
     assert response.status_code == 302, response.content

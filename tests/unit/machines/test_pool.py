@@ -104,7 +104,7 @@ def test_expired_leases_are_freed(django_capture_on_commit_callbacks):
     later = timezone.now() + timedelta(seconds=5)
     with django_capture_on_commit_callbacks(execute=False):
         freed = services.leases_expire(now=later)
-    assert freed == {"venvs": 1, "boards": 1}
+    assert freed == {"venvs": 1, "boards": 1, "stuck": 0}
     assert Venv.objects.get().state == Venv.State.DIRTY
     board.refresh_from_db()
     assert board.lease_holder == "" and board.lease_expires_at is None
