@@ -189,6 +189,12 @@ class LocalConnection:
         except OSError as exc:
             raise self._file_error(remote_path, "download", exc) from None
 
+    def make_dirs(self, remote_path: str) -> None:
+        try:
+            pathlib.Path(remote_path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._file_error(remote_path, "create directory", exc) from None
+
     def read_from(self, remote_path: str, offset: int, max_bytes: int) -> bytes:
         try:
             with open(remote_path, "rb") as f:

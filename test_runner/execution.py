@@ -316,9 +316,8 @@ class RunExecutor:
 
     @staticmethod
     def _mkdirs(conn: ssh.SSHConnection, directories: list[str]) -> None:
-        script = "import os, sys\nfor d in sys.argv[1:]:\n    os.makedirs(d, exist_ok=True)"
-        python = "python" if conn.spec.os_name == "windows" else "python3"
-        conn.run(ssh.Command(python, "-c", script, *directories), timeout=60)
+        for directory in directories:
+            conn.make_dirs(directory)
 
     def _runner_command(self, run: TestRun, paths: Paths) -> ssh.Command:
         machine, venv, board, case = run.machine, run.venv, run.board, run.case

@@ -197,6 +197,8 @@ class TestRun(models.Model):
             ),
         ]
         indexes = [
+            # The history's default order (newest first): a page is an index range scan.
+            models.Index(fields=["-queued_at", "-id"], name="run_recent"),
             models.Index(fields=["status", "-priority", "queued_at"], name="run_queue"),
             models.Index(fields=["requested_by", "-queued_at"], name="run_by_user"),
             models.Index(fields=["case", "-queued_at"], name="run_by_case"),

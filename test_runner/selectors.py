@@ -22,7 +22,7 @@ def user_can_edit_case(*, user: User, case: TestCase) -> bool:
 
 def run_list(*, user: User) -> QuerySet[TestRun]:
     qs = TestRun.objects.select_related(
-        "case", "case_version", "machine", "board", "requested_by", "requested_machine"
+        "case", "case_version", "machine", "board__machine", "requested_by", "requested_machine"
     )
     if is_admin(user):
         return qs

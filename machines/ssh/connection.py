@@ -684,6 +684,23 @@ class SSHConnection:
             sftp.getfo(remote_path, buffer)
         return buffer.getvalue()
 
+    def make_dirs(self, remote_path: str) -> None:
+        """``mkdir -p`` over SFTP: no command channel (each costs a round of channel setup)."""
+        sep = "\\" if isinstance(self.shell, PowerShell) else "/"
+        with self._sftp_for("create directory", remote_path) as sftp:
+            parts = remote_path.split(sep)
+            for depth in range(1, len(parts) + 1):
+                path = sep.join(parts[:depth])
+                if not path or path.endswith(":"):
+                    continue  # the root, or a Windows drive
+                try:
+                    sftp.stat(path)
+                except FileNotFoundError:
+                    try:
+                        sftp.mkdir(path)
+                    except OSError:
+                        sftp.stat(path)  # made meanwhile by someone else: fine; else raise
+
     def read_from(self, remote_path: str, offset: int, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` from ``offset``: how a growing events file is tailed."""
         if offset < 0 or max_bytes < 0:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -73,8 +74,7 @@ def events_store(
             )
         )  # fmt: skip
     with transaction.atomic():
-        # ignore_conflicts: a batch stored twice (resumed worker) adds nothing.
-        RunEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        _insert_events(rows)
         _apply(run, fresh)
         updates: dict[str, Any] = {"heartbeat_at": timezone.now()}
         if fresh:
@@ -85,6 +85,34 @@ def events_store(
     for key, value in updates.items():
         setattr(run, key, value)
     return len(fresh)
+
+
+# Batches this small are not worth a COPY.
+COPY_THRESHOLD = 50
+
+
+def _insert_events(rows: list[RunEvent]) -> None:
+    """Inserts the rows, skipping any (run, seq) already stored: a batch stored twice (a
+    resumed worker) adds nothing. On PostgreSQL through COPY, which is several times faster
+    than an INSERT whose every value psycopg must quote in Python."""
+    if connection.vendor != "postgresql" or len(rows) < COPY_THRESHOLD:
+        RunEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        return
+    table = connection.ops.quote_name(RunEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS tms_event_batch (run_id bigint, seq integer, "
+            "ts timestamptz, type varchar(20), data jsonb) ON COMMIT DELETE ROWS"
+        )
+        raw = cursor.cursor  # the psycopg cursor under Django's wrapper
+        with raw.copy("COPY tms_event_batch (run_id, seq, ts, type, data) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row.run_id, row.seq, row.ts, row.type, json.dumps(row.data)))
+        cursor.execute(
+            f"INSERT INTO {table} (run_id, seq, ts, type, data) "  # noqa: S608  # quoted name
+            "SELECT run_id, seq, ts, type, data FROM tms_event_batch "
+            "ON CONFLICT (run_id, seq) DO NOTHING"
+        )
 
 
 def _apply(run: TestRun, events: list[dict[str, Any]]) -> None:

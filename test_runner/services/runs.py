@@ -320,13 +320,13 @@ def run_retry(*, run: TestRun, actor: Actor) -> TestRun:
 def _release(run: TestRun) -> None:
     """Gives back the run's leases and lets waiting runs at the freed machine go."""
     machine_services.venv_release(holder=run.holder, reset=True)
-    freed_board = machine_services.board_release(holder=run.holder)
+    machine_services.board_release(holder=run.holder)
     machine_id = run.machine_id
-    if machine_id is not None and freed_board:
+    if machine_id is not None:
         from test_runner.services.scheduling import runs_dispatch_waiting
 
-        # A board frees at once (a venv only after its reset): a run that waits for the
-        # board can start now.
+        # The freed board, or another READY slot of the machine, can serve a waiting run now;
+        # the venv this run used joins later, when its reset makes it READY.
         transaction.on_commit(lambda: runs_dispatch_waiting(machine_id=machine_id))
 
 

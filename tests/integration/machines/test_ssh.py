@@ -453,3 +453,15 @@ def test_pool_gives_a_forked_child_its_own_connection(sshd: SSHD) -> None:
         assert parent_connection.run(Command("echo", "parent")).stdout == "parent\n"
     finally:
         close_all()
+
+
+def test_make_dirs_creates_nested_directories_over_sftp(
+    ssh: SSHConnection, remote_dir: str
+) -> None:
+    nested = f"{remote_dir}/a/b c/d"
+    ssh.make_dirs(nested)
+    ssh.make_dirs(nested)  # already there: fine
+    ssh.put(b"x", f"{nested}/f.txt")
+    assert ssh.get(f"{nested}/f.txt") == b"x"
+    with pytest.raises(RemoteFileError):
+        ssh.make_dirs("/proc/not-allowed/here")

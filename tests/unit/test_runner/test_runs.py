@@ -278,3 +278,18 @@ def test_sweep_resumes_runs_whose_worker_went_quiet(world, django_capture_on_com
     assert result["failed"] == 1
     assert run.outcome == "error" and run.error_category == "infrastructure"
     assert "Gave up after 99 attempts" in run.status_message
+
+
+def test_large_batches_are_stored_once_even_when_they_overlap(world):
+    # Large enough to take the COPY path on PostgreSQL (the plain INSERT one on SQLite).
+    run = services.run_create(actor=world["alice"], case=world["case"], machine=world["machine"])
+    lines = [
+        ("log", {"message": f"line {i} <tag> 'q' \\u00e9", "level": "INFO"}) for i in range(180)
+    ]
+    events = _events(*lines)
+    assert services.events_store(run=run, events=events[:120]) == 120
+    run.last_seq = 60  # as if a resumed worker had lost track of what it stored
+    assert services.events_store(run=run, events=events[60:]) == 120
+    stored = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "data"))
+    assert [seq for seq, _ in stored] == list(range(1, 181))
+    assert stored[0][1]["message"] == "line 0 <tag> 'q' \\u00e9"
