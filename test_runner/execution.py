@@ -363,6 +363,28 @@ class RunExecutor:
         poll = 0.05
         pending = b""
         offset = run.events_offset
+
+        def lost(exc: ssh.SSHError, now: float) -> bool:
+            """A dropped connection anywhere in the loop: wait and reconnect, within the
+            window; False once the run was given up."""
+            nonlocal unreachable_since
+            if unreachable_since is None:
+                unreachable_since = now
+                TestRun.objects.filter(pk=run.pk).update(
+                    status_message=f"Lost the connection, reconnecting: {exc.message}"
+                )
+            if now - unreachable_since > RECONNECT_WINDOW:
+                run_finish(
+                    run_id=run.pk, outcome=RunOutcome.ERROR,
+                    error_category=ErrorCategory.INFRASTRUCTURE, by=self.worker,
+                    message=f"Lost the machine for {RECONNECT_WINDOW:.0f} s: {exc.message}",
+                )  # fmt: skip
+                return False
+            ssh.drop_connection(machine.pk)
+            TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+            time.sleep(min(5.0, 0.5 + (now - unreachable_since) / 4))
+            return True
+
         while True:
             now = time.monotonic()
             try:
@@ -372,21 +394,8 @@ class RunExecutor:
             except ssh.RemoteFileError:
                 data = b""
             except (ssh.MachineUnreachable, ssh.CommandTimeout) as exc:
-                if unreachable_since is None:
-                    unreachable_since = now
-                    TestRun.objects.filter(pk=run.pk).update(
-                        status_message=f"Lost the connection, reconnecting: {exc.message}"
-                    )
-                if now - unreachable_since > RECONNECT_WINDOW:
-                    run_finish(
-                        run_id=run.pk, outcome=RunOutcome.ERROR,
-                        error_category=ErrorCategory.INFRASTRUCTURE, by=self.worker,
-                        message=f"Lost the machine for {RECONNECT_WINDOW:.0f} s: {exc.message}",
-                    )  # fmt: skip
+                if not lost(exc, now):
                     return
-                ssh.drop_connection(machine.pk)
-                TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-                time.sleep(min(5.0, 0.5 + (now - unreachable_since) / 4))
                 continue
 
             if data:
@@ -419,20 +428,24 @@ class RunExecutor:
                 machine_services.venv_renew(holder=run.holder, ttl=LEASE_TTL)
                 machine_services.board_renew(holder=run.holder, ttl=LEASE_TTL)
                 last_renew = now
-            if now - last_flags >= FLAGS_EVERY:
-                last_flags = now
-                kill_reason = self._control(run, conn, pgid, child_pid, kill_reason)
+            try:
+                if now - last_flags >= FLAGS_EVERY:
+                    last_flags = now
+                    kill_reason = self._control(run, conn, pgid, child_pid, kill_reason)
 
-            paused = run.paused_at is not None
-            if not paused and now - last_data > SILENCE_CHECK:
-                if not self._alive(conn, pgid):
-                    # One last read: the end may have been written just before it exited.
-                    tail = conn.read_from(paths.events, offset, READ_CHUNK)
-                    if tail:
-                        continue
-                    self._finish_without_end(run, conn, paths, kill_reason)
+                paused = run.paused_at is not None
+                if not paused and now - last_data > SILENCE_CHECK:
+                    if not self._alive(conn, pgid):
+                        # One last read: the end may have been written just before it exited.
+                        tail = conn.read_from(paths.events, offset, READ_CHUNK)
+                        if tail:
+                            continue
+                        self._finish_without_end(run, conn, paths, kill_reason)
+                        return
+                    last_data = now
+            except (ssh.MachineUnreachable, ssh.CommandTimeout) as exc:
+                if not lost(exc, now):
                     return
-                last_data = now
 
     @staticmethod
     def _parse(blob: bytes) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import textwrap
 import time
 from itertools import pairwise
@@ -227,3 +228,39 @@ def test_runs_over_three_machines_never_share_a_slot(lab, sshd):
             assert later.started_at >= earlier.finished_at, "two runs held one venv at once"
     assert RunEvent.objects.filter(run__in=runs, type="run_end").count() == len(runs)
     assert case.runs.count() == 12
+
+
+def test_ssh_restarted_mid_run_is_survived(lab, sshd):
+    case = make_case(lab.admin, "slow-board", "board", "slow smoke gpio_toggle", board_labels=["sim"])
+    run_id = start(lab, case)
+    wait_for_events(run_id, "test_start")
+    # Every SSH session to the machine drops (sessions are sshd processes of their own), and
+    # the server restarts: the detached runner goes on, the worker reconnects and reads on.
+    subprocess.run(["pkill", "-f", f"sshd: {sshd.username}"], check=False)
+    sshd.restart()
+    run = wait_for(run_id)
+    assert run.outcome == RunOutcome.PASSED, run.status_message
+    assert TestResult.objects.filter(run=run, outcome="passed").count() == 3
+    assert_gap_free(run)
+    assert_released(run)
+
+
+def test_pause_holds_the_run_and_resume_continues_it(lab):
+    case = make_case(lab.admin, "slow-board", "board", "slow slow", board_labels=["sim"])
+    run_id = start(lab, case)
+    wait_for_events(run_id, "test_start")
+    client = api(lab.admin)
+    assert client.post(f"/api/v1/runs/{run_id}/pause/").status_code == 200
+    deadline = time.monotonic() + 15
+    while TestRun.objects.get(pk=run_id).paused_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert TestRun.objects.get(pk=run_id).paused_at is not None, "the worker did not pause it"
+    time.sleep(1.5)  # events written just before the stop are still being stored
+    held_at = TestRun.objects.get(pk=run_id).last_seq
+    time.sleep(3)
+    assert TestRun.objects.get(pk=run_id).last_seq == held_at  # stopped: no new events
+    assert client.post(f"/api/v1/runs/{run_id}/resume/").status_code == 200
+    run = wait_for(run_id)
+    assert run.outcome == RunOutcome.PASSED, run.status_message
+    assert run.paused_seconds >= 3
+    assert_gap_free(run)
