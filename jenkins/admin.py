@@ -12,7 +12,7 @@ from django.http import HttpRequest
 
 from jenkins import services
 from jenkins.client import JenkinsError
-from jenkins.models import ApiToken, JenkinsBuild, JenkinsJob, JenkinsServer
+from jenkins.models import ApiToken, JenkinsBuild, JenkinsJob, JenkinsServer, RunCallback
 from jenkins.services.builds import console_marker
 from jenkins.services.servers import JOB_FIELDS, SERVER_FIELDS
 from test_management_system.errors import ApplicationError
@@ -175,3 +175,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             services.api_token_revoke(token=token, actor=request.user, source=SOURCE)
         self.message_user(request, f"{queryset.count()} token(s) revoked.")
+
+
+@admin.register(RunCallback)
+class RunCallbackAdmin(admin.ModelAdmin):
+    """The delivery record of run-finished callbacks: read-only (they are made through the API
+    and sent by the sweep)."""
+
+    list_display = ["run", "url", "state", "attempts", "last_status_code", "delivered_at"]
+    list_filter = ["state"]
+    search_fields = ["url", "run__id"]
+    readonly_fields = [
+        "run", "url", "base_url", "created_by", "state", "attempts", "last_status_code",
+        "last_error", "next_attempt_at", "last_attempt_at", "delivered_at", "created_at",
+        "updated_at",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

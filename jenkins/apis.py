@@ -3,6 +3,8 @@
 Permissions: servers are admin-only; jobs are read by every signed-in user and changed by
 admins; builds are read and triggered by every signed-in user and cancelled by whoever
 triggered them or an admin; tokens belong to their user (admins may list and revoke all).
+A run's Jenkins builds and callbacks are for whoever may see the run (who started it, or an
+admin); only they may add a callback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jenkins import selectors, services
-from jenkins.models import ApiToken, JenkinsBuild, JenkinsJob, JenkinsServer
+from jenkins.models import ApiToken, JenkinsBuild, JenkinsJob, JenkinsServer, RunCallback
 from jenkins.serializers import (
     BuildDetailOutput,
     BuildOutput,
@@ -27,6 +29,8 @@ from jenkins.serializers import (
     JobInput,
     JobOutput,
     JobUpdateInput,
+    RunCallbackInput,
+    RunCallbackOutput,
     ServerCheckOutput,
     ServerInput,
     ServerOutput,
@@ -37,7 +41,8 @@ from jenkins.serializers import (
 )
 from jenkins.services.builds import console_marker
 from machines.apis import IsAdminOrReadOnly
-from test_management_system.errors import ApplicationError
+from test_management_system.errors import ApplicationError, NotFoundError
+from test_runner.models import TestRun
 
 SOURCE = "api"
 
@@ -181,11 +186,20 @@ class BuildListApi(_BuildApi, generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = BuildTriggerInput(data=request.data)
         data.is_valid(raise_exception=True)
+        run = None
+        run_id = data.validated_data.get("run")
+        if run_id is not None:
+            run = selectors.run_visible(user=request.user, run_id=run_id)
+            if run is None:
+                raise ApplicationError(
+                    f"No test run {run_id} that you may see.", extra={"field": "run"}
+                )
         build = services.jenkins_build_create(
             job=data.validated_data["job"],
             parameters=data.validated_data["parameters"],
             actor=request.user,
             source=SOURCE,
+            run=run,
         )
         return Response(BuildOutput(build).data, status=status.HTTP_202_ACCEPTED)
 
@@ -239,6 +253,63 @@ class BuildConsoleApi(_BuildApi):
             "result": build.result,
         }
         return Response(ConsoleOutput(body).data)
+
+
+# --- a run's builds and callbacks -------------------------------------------------------------
+
+
+class _RunPartApi(generics.GenericAPIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    def run(self) -> TestRun:
+        run = selectors.run_visible(user=self.request.user, run_id=self.kwargs["pk"])
+        if run is None:
+            raise NotFoundError(f"No test run {self.kwargs['pk']} that you may see.")
+        return run
+
+
+class RunBuildListApi(_RunPartApi, generics.ListAPIView):
+    """Jenkins builds linked to a run (e.g. the firmware it tests), newest first; follow one
+    with /jenkins/builds/{id}/ and its console/."""
+
+    serializer_class = BuildOutput
+
+    def get_queryset(self) -> QuerySet[JenkinsBuild]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request
+            return JenkinsBuild.objects.none()
+        return selectors.run_build_list(user=self.request.user, run=self.run())
+
+
+class RunCallbackListApi(_RunPartApi, generics.ListAPIView):
+    """URLs POSTed to when the run finishes, with their delivery record. POST adds one (who
+    started the run, or an admin); adding the same URL again returns the existing one."""
+
+    serializer_class = RunCallbackOutput
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[RunCallback]:
+        if getattr(self, "swagger_fake_view", False):
+            return RunCallback.objects.none()
+        return selectors.run_callback_list(run=self.run())
+
+    @extend_schema(request=RunCallbackInput, responses={201: RunCallbackOutput})
+    def post(self, request: Request, pk: int) -> Response:
+        run = self.run()
+        if not selectors.user_can_control_run(user=request.user, run=run):
+            raise ApplicationError(
+                "Only who started the run, or an admin, may add a callback.", status_code=403
+            )
+        data = RunCallbackInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        callback, created = services.run_callback_create(
+            run=run,
+            url=data.validated_data["url"],
+            actor=request.user,
+            source=SOURCE,
+            base_url=request.build_absolute_uri("/"),
+        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(RunCallbackOutput(callback).data, status=code)
 
 
 # --- tokens -----------------------------------------------------------------------------------

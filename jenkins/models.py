@@ -109,6 +109,11 @@ class JenkinsBuild(models.Model):
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The test run this build belongs to (e.g. the firmware it flashes), shown next to the run.
+    run = models.ForeignKey(
+        "test_runner.TestRun", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="jenkins_builds",
+    )  # fmt: skip
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -175,3 +180,44 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}...)"
+
+
+class RunCallback(models.Model):
+    """A URL told (POSTed to) when a test run finishes: e.g. a Jenkins webhook-step URL that a
+    pipeline waits on instead of polling."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(
+        "test_runner.TestRun", on_delete=models.CASCADE, related_name="callbacks"
+    )
+    url = models.CharField(max_length=2000)
+    # The service's own address as the creator called it, for the links in the payload.
+    base_url = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # When a pending callback may next be tried (once its run has finished). A claimed
+    # callback has this pushed into the future, so two sweeps never send it both.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "url"], name="run_callback_unique_url")
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="run_callback_due")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} -> {self.url}"

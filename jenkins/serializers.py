@@ -13,6 +13,7 @@ from jenkins.models import (
     JenkinsBuild,
     JenkinsJob,
     JenkinsServer,
+    RunCallback,
 )
 from jenkins.services.builds import console_marker
 
@@ -140,7 +141,8 @@ class BuildOutput(serializers.ModelSerializer):
         fields = [
             "id", "job", "job_name", "server_name", "trigger_id", "parameters", "queue_id",
             "number", "url", "status", "result", "status_message", "tests", "triggered_by",
-            "cancel_requested_at", "created_at", "started_at", "finished_at", "updated_at",
+            "run", "cancel_requested_at", "created_at", "started_at", "finished_at",
+            "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -195,6 +197,10 @@ class BuildDetailOutput(BuildOutput):
 class BuildTriggerInput(serializers.Serializer):
     job = serializers.PrimaryKeyRelatedField(queryset=JenkinsJob.objects.all())
     parameters = _parameters_field(required=False, default=dict)
+    run = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="A test run (one you may see) this build belongs to.",
+    )  # fmt: skip
 
 
 class ConsoleQuery(serializers.Serializer):
@@ -247,3 +253,29 @@ class TokenCreatedOutput(TokenOutput):
 class TokenInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+CallbackStateField = _enum_field([str(v) for v in RunCallback.State.values])
+
+
+class RunCallbackInput(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=2000,
+        help_text="http(s) URL on a host listed in RUN_CALLBACK_ALLOWED_HOSTS; POSTed to (JSON) "
+        "when the run finishes.",
+    )
+
+
+class RunCallbackOutput(serializers.ModelSerializer):
+    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    state = CallbackStateField(read_only=True)
+
+    class Meta:
+        model = RunCallback
+        fields = [
+            "id", "run", "url", "state", "attempts", "last_status_code", "last_error",
+            "next_attempt_at", "last_attempt_at", "delivered_at", "created_by", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields

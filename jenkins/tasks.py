@@ -47,3 +47,18 @@ def jenkins_builds_sweep_task() -> dict[str, int]:
     for build_id in lost["poll"]:
         jenkins_build_poll_task.delay(build_id)
     return {kind: len(ids) for kind, ids in lost.items()}
+
+
+@shared_task(name="jenkins.run_callbacks_sweep")
+def run_callbacks_sweep_task() -> int:
+    """Periodic (every 5 s): sends each due callback of a finished run in its own task."""
+    claimed = services.run_callbacks_claim_due()
+    for callback_id in claimed:
+        run_callback_deliver_task.delay(callback_id)
+    return len(claimed)
+
+
+@shared_task(name="jenkins.run_callback_deliver")
+def run_callback_deliver_task(callback_id: int) -> str:
+    callback = services.run_callback_deliver(callback_id=callback_id)
+    return callback.state if callback is not None else "gone"

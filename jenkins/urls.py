@@ -1,8 +1,9 @@
 from django.urls import path
 
-from jenkins import apis
+from jenkins import apis, views
 
 urlpatterns = [
+    path("jenkins/client.py", views.tms_client_file, name="jenkins-tms-client"),
     path("jenkins/servers/", apis.ServerListApi.as_view(), name="jenkins-server-list"),
     path("jenkins/servers/<int:pk>/", apis.ServerDetailApi.as_view(), name="jenkins-server-detail"),
     path(
@@ -24,6 +25,10 @@ urlpatterns = [
         apis.BuildConsoleApi.as_view(),
         name="jenkins-build-console",
     ),
+    path(
+        "runs/<int:pk>/jenkins-builds/", apis.RunBuildListApi.as_view(), name="run-jenkins-builds"
+    ),
+    path("runs/<int:pk>/callbacks/", apis.RunCallbackListApi.as_view(), name="run-callbacks"),
     path("tokens/", apis.TokenListApi.as_view(), name="token-list"),
     path("tokens/<int:pk>/", apis.TokenDetailApi.as_view(), name="token-detail"),
 ]

@@ -21,6 +21,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "machines-check-all": {"task": "machines.check_all", "schedule": 300.0},
     # Jenkins builds whose trigger or poll chain was lost (a dead worker) are picked up again.
     "jenkins-builds-sweep": {"task": "jenkins.builds_sweep", "schedule": 60.0},
+    # Run-finished callbacks due (a run just ended, or a retry's backoff is over) are sent.
+    "jenkins-run-callbacks": {"task": "jenkins.run_callbacks_sweep", "schedule": 5.0},
     # Safety net only: runs start on events (slot freed, run created). This resumes runs whose
     # worker died and re-sends runs whose message the broker lost.
     "runs-sweep": {"task": "runs.sweep", "schedule": 10.0},

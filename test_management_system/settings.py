@@ -150,11 +150,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL: str = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
 CELERY_RESULT_BACKEND: str = env.str("CELERY_RESULT_BACKEND", default="") or (
-    REDIS_URL or f"file://{VAR_DIR / ('celery-results-test' if TESTING else 'celery-results')}"
+    REDIS_URL
+    or f"file://{VAR_DIR / (f'celery-results-test-{os.getpid()}' if TESTING else 'celery-results')}"
 )
 if CELERY_BROKER_URL == "filesystem://":
     # The embedded broker: messages are files, so a bare machine needs no server.
-    _broker_dir = VAR_DIR / ("broker-test" if TESTING else "broker")
+    # Each test session gets its own queue folder (its subprocesses inherit TMS_BROKER_DIR),
+    # so that two sessions on one checkout never take each other's tasks.
+    _broker_dir = Path(
+        env.str(
+            "TMS_BROKER_DIR",
+            default=str(VAR_DIR / (f"broker-test-{os.getpid()}" if TESTING else "broker")),
+        )
+    )
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
@@ -210,6 +218,10 @@ RUN_EVENT_RETENTION_DAYS = env.int("RUN_EVENT_RETENTION_DAYS", default=90)
 # A worker whose run heartbeat is older than this is presumed dead and its run is resumed
 # (the worker beats every 2 s). Tests shorten it so that resuming can be watched.
 RUN_STALE_HEARTBEAT_SECONDS = env.int("RUN_STALE_HEARTBEAT_SECONDS", default=8 if TESTING else 30)
+# Hosts a run-finished callback may be sent to (exact names, or ".example.com" for a domain and
+# its subdomains). Empty: callbacks are refused. Only these, so that the service cannot be
+# pointed at internal addresses it can reach and the caller cannot (SSRF).
+RUN_CALLBACK_ALLOWED_HOSTS: list[str] = env.list("RUN_CALLBACK_ALLOWED_HOSTS", default=[])
 
 # --- Auth and API -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -31,8 +31,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from model_bakery import baker
 
+    # Workers and servers this session starts use its own broker folder and result store.
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        queue = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+        os.environ.setdefault("TMS_BROKER_DIR", str(queue.parent))
+    os.environ.setdefault("CELERY_RESULT_BACKEND", settings.CELERY_RESULT_BACKEND)
+
     # Secrets are text to the baker; the field encrypts them on the way in.
     baker.generators.add("machines.fields.SecretField", lambda: secrets.token_urlsafe(16))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # This session's own queue and result folders (see pytest_configure) go with it.
+    for folder in (
+        settings.VAR_DIR / f"broker-test-{os.getpid()}",
+        settings.VAR_DIR / f"celery-results-test-{os.getpid()}",
+    ):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _is_postgres() -> bool:

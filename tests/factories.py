@@ -101,3 +101,21 @@ def make_api_token(user, name: str = "pipeline", **overrides):
     from jenkins import services as jenkins_services
 
     return jenkins_services.api_token_create(user=user, name=name, source="test", **overrides)
+
+
+def make_finished_run(user, machine: Machine, *, case_name: str = "smoke", outcome: str = "passed"):
+    """A run of a small script case on ``machine`` (which needs a READY venv), created and
+    finished through the run services without executing anything."""
+    from test_runner import services as run_services
+    from test_runner.models import TestCase
+
+    case = TestCase.objects.filter(name=case_name).first() or run_services.case_create(
+        actor=user, name=case_name, kind="script", entry_point="main.py",
+        files={"main.py": "print('ok')\n"},
+    )  # fmt: skip
+    run = run_services.run_create(actor=user, case=case, machine=machine)
+    finished = run_services.run_finish(
+        run_id=run.pk, outcome=outcome, message=f"Finished: {outcome}.", by="test"
+    )
+    assert finished is not None
+    return finished

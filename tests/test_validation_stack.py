@@ -33,6 +33,8 @@ RUN = {
 }  # fmt: skip
 for _label in ("RunEvent", "TestResult", "RunTransition", "RunArtifact"):
     VALID[f"test_runner.{_label}"] = RUN
+VALID["jenkins.JenkinsBuild"] = {"run": None}
+VALID["jenkins.RunCallback"] = RUN
 
 
 def _models() -> list[str]:

@@ -9,6 +9,12 @@ from jenkins.services.builds import (
     jenkins_build_trigger,
     jenkins_builds_lost,
 )
+from jenkins.services.callbacks import (
+    callback_url_check,
+    run_callback_create,
+    run_callback_deliver,
+    run_callbacks_claim_due,
+)
 from jenkins.services.servers import (
     ServerCheckResult,
     jenkins_job_create,
@@ -33,6 +39,7 @@ __all__ = [
     "api_token_create",
     "api_token_mark_used",
     "api_token_revoke",
+    "callback_url_check",
     "jenkins_build_cancel",
     "jenkins_build_create",
     "jenkins_build_poll",
@@ -45,5 +52,8 @@ __all__ = [
     "jenkins_server_create",
     "jenkins_server_delete",
     "jenkins_server_update",
+    "run_callback_create",
+    "run_callback_deliver",
+    "run_callbacks_claim_due",
     "token_hash",
 ]

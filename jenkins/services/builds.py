@@ -28,6 +28,7 @@ from jenkins.client import (
 from jenkins.models import TRIGGER_PARAMETER, JenkinsBuild, JenkinsJob
 from machines.services.audit import Actor, as_user, audit_record
 from test_management_system.errors import ApplicationError, ConflictError
+from test_runner.models import TestRun
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +127,10 @@ def jenkins_build_create(
     actor: Actor,
     source: str,
     parameters: dict[str, Any] | None = None,
+    run: TestRun | None = None,
 ) -> JenkinsBuild:
-    """Records a build to start and hands it to a worker once this transaction commits."""
+    """Records a build to start and hands it to a worker once this transaction commits.
+    ``run``: the test run it belongs to (the caller checked that the actor may see it)."""
     parameters = dict(parameters or {})
     if not job.enabled or not job.server.enabled:
         raise ConflictError(f"Job {job} is disabled here; an admin can enable it.")
@@ -147,13 +150,15 @@ def jenkins_build_create(
         trigger_id=trigger_id,
         parameters=sent,
         triggered_by=as_user(actor),
+        run=run,
         status=JenkinsBuild.Status.QUEUED,
         status_message="Waiting to be sent to Jenkins.",
         next_poll_at=_now(),
     )
     audit_record(
         actor=actor, source=source, action="jenkins_build.trigger", target=build,
-        changes={"job": str(job), "parameters": {k: v for k, v in sent.items()}},
+        changes={"job": str(job), "parameters": {k: v for k, v in sent.items()},
+                 "run": run.pk if run is not None else None},
     )  # fmt: skip
     from jenkins.tasks import jenkins_build_trigger_task
 

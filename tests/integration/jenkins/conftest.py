@@ -1,4 +1,5 @@
-"""The stand-in Jenkins on a free loopback port, and a server record pointing at it."""
+"""The stand-in Jenkins on a free loopback port, and a server record pointing at it; and the
+lab of the run tests (a machine over loopback sshd with a simulated board) for the client."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from jenkins import services
 from jenkins.models import JenkinsBuild, JenkinsServer
 from tests.factories import make_jenkins_server
+from tests.integration.runs.conftest import board_sim, lab  # noqa: F401  # the lab, for the client
 from tests.jenkins_standin import StandInJenkins
 
 

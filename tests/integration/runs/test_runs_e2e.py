@@ -231,7 +231,9 @@ def test_runs_over_three_machines_never_share_a_slot(lab, sshd):
 
 
 def test_ssh_restarted_mid_run_is_survived(lab, sshd):
-    case = make_case(lab.admin, "slow-board", "board", "slow smoke gpio_toggle", board_labels=["sim"])
+    case = make_case(
+        lab.admin, "slow-board", "board", "slow smoke gpio_toggle", board_labels=["sim"]
+    )
     run_id = start(lab, case)
     wait_for_events(run_id, "test_start")
     # Every SSH session to the machine drops (sessions are sshd processes of their own), and
