@@ -210,7 +210,7 @@ def test_runs_over_three_machines_never_share_a_slot(lab, sshd):
     case = make_case(lab.admin, "quick", "script", "quick.py", {"quick.py": "print('ok')\n"})
     client = api(lab.admin)
     ids = []
-    for _ in range(12):
+    for _ in range(20):
         response = client.post("/api/v1/runs/", {"case": "quick", "label": "e2e"}, format="json")
         assert response.status_code == 201, response.content
         ids.append(response.json()["id"])
@@ -227,7 +227,7 @@ def test_runs_over_three_machines_never_share_a_slot(lab, sshd):
             assert earlier.finished_at and later.started_at
             assert later.started_at >= earlier.finished_at, "two runs held one venv at once"
     assert RunEvent.objects.filter(run__in=runs, type="run_end").count() == len(runs)
-    assert case.runs.count() == 12
+    assert case.runs.count() == 20
 
 
 def test_ssh_restarted_mid_run_is_survived(lab, sshd):

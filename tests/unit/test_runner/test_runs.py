@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from machines.models import Machine
 from test_runner import services
 from test_runner.models import RunEvent, RunStatus, RunTransition, TestResult, TestRun
 from test_runner.services.scheduling import runs_dispatch_waiting
@@ -293,3 +294,37 @@ def test_large_batches_are_stored_once_even_when_they_overlap(world):
     stored = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "data"))
     assert [seq for seq, _ in stored] == list(range(1, 181))
     assert stored[0][1]["message"] == "line 0 <tag> 'q' \\u00e9"
+
+
+def test_retention_drops_old_logs_and_keeps_runs_and_results(world, settings):
+    settings.RUN_EVENT_RETENTION_DAYS = 30
+    old = services.run_create(actor=world["alice"], case=world["case"], machine=world["machine"])
+    new = services.run_create(actor=world["alice"], case=world["case"], machine=world["machine"])
+    for run in (old, new):
+        services.events_store(
+            run=run,
+            events=_events(
+                ("plan", {"tests": [{"id": "t"}]}), ("test_end", {"test": "t", "outcome": "passed"})
+            ),
+        )
+        services.run_finish(run_id=run.pk, outcome="passed", message="ok", by="test")
+    TestRun.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=31))
+    assert services.runs_retention() == 1
+    assert not RunEvent.objects.filter(run=old).exists()
+    assert RunEvent.objects.filter(run=new).count() == 2
+    old.refresh_from_db()
+    assert old.events_purged and old.outcome == "passed"
+    assert TestResult.objects.get(run=old).outcome == "passed"  # history stays
+    assert services.runs_retention() == 0  # once
+
+
+def test_pausing_is_refused_on_windows_and_when_not_running(world):
+    run = services.run_create(actor=world["alice"], case=world["case"], machine=world["machine"])
+    response = client(world["alice"]).post(f"/api/v1/runs/{run.pk}/pause/")
+    assert response.status_code == 409
+    assert "only a running run can be paused" in response.json()["message"]
+    Machine.objects.filter(pk=world["machine"].pk).update(os="windows")
+    TestRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, machine=world["machine"])
+    response = client(world["alice"]).post(f"/api/v1/runs/{run.pk}/pause/")
+    assert response.status_code == 409
+    assert "not supported on Windows" in response.json()["message"]
