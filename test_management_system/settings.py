@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "machines",
     "test_runner",
     "jenkins",
+    "test_runner.web",
 ]
 
 MIDDLEWARE = [
@@ -120,6 +121,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "test_management_system.views.web_context",
             ],
         },
     },

@@ -54,6 +54,9 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
+    path("", include("test_runner.web.urls")),
+    path("", include("machines.web")),
+    path("", include("jenkins.web")),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"))),
 ]
