@@ -330,6 +330,7 @@ def _release(run: TestRun) -> None:
         transaction.on_commit(lambda: runs_dispatch_waiting(machine_id=machine_id))
 
 
+@transaction.atomic  # DONE and the released leases are seen together, never one without the other
 def run_finish(
     *,
     run_id: int,

@@ -61,6 +61,20 @@ SLEEPER = textwrap.dedent(
 )
 
 
+COUNT_RUN_PROCESSES = r"""
+n=0
+for d in /proc/[0-9]*; do
+  [ "$d" = "/proc/$$" ] && continue
+  args=$(tr '\000' ' ' <"$d/cmdline" 2>/dev/null)
+  cwd=$(readlink "$d/cwd" 2>/dev/null)
+  if [ "$cwd" = "$1" ] || case "$args" in *"--workspace $1 "*) true;; *) false;; esac; then
+    n=$((n + 1))
+  fi
+done
+echo "$n"
+"""
+
+
 def api(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
@@ -160,12 +174,12 @@ def test_cancel_mid_run_kills_the_remote_processes(lab, sshd):
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
     run = wait_for(run_id, timeout=60)
     assert run.outcome == RunOutcome.CANCELLED, run.status_message
+    assert run.remote_pid and run.remote_workspace
     with ssh.SSHConnection(sshd.spec()) as conn:
-        alive = conn.run(
-            ssh.Command("sh", "-c", 'ps -eo args= | grep -c "[s]leeper.py" || true'), check=False
-        )
+        # This run's processes only: the runner names its workspace on its command line, the
+        # test runs in it (zombies have no cwd and do not count).
+        alive = conn.run(ssh.Command("sh", "-c", COUNT_RUN_PROCESSES, "sh", run.remote_workspace))
     assert alive.stdout.strip() == "0", "the remote test survived the cancel"
-    assert run.remote_pid
     assert_released(run)
 
 
