@@ -27,6 +27,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # worker died and re-sends runs whose message the broker lost.
     "runs-sweep": {"task": "runs.sweep", "schedule": 10.0},
     "runs-retention": {"task": "runs.retention", "schedule": 24 * 3600.0},
+    "runs-external-timeout": {"task": "runs.external_timeout", "schedule": 60.0},
 }
 app.conf.beat_schedule = BEAT_SCHEDULE
 

@@ -220,6 +220,8 @@ RUN_EVENT_RETENTION_DAYS = env.int("RUN_EVENT_RETENTION_DAYS", default=90)
 # A worker whose run heartbeat is older than this is presumed dead and its run is resumed
 # (the worker beats every 2 s). Tests shorten it so that resuming can be watched.
 RUN_STALE_HEARTBEAT_SECONDS = env.int("RUN_STALE_HEARTBEAT_SECONDS", default=8 if TESTING else 30)
+# A run reported by a machine (see docs/INGEST.md) that hears nothing for this long times out.
+EXTERNAL_RUN_QUIET_MINUTES = env.int("EXTERNAL_RUN_QUIET_MINUTES", default=30)
 # Hosts a run-finished callback may be sent to (exact names, or ".example.com" for a domain and
 # its subdomains). Empty: callbacks are refused. Only these, so that the service cannot be
 # pointed at internal addresses it can reach and the caller cannot (SSRF).

@@ -5,7 +5,14 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from test_runner.models import RunTransition, TestCase, TestCaseVersion, TestResult, TestRun
+from test_runner.models import (
+    IngestToken,
+    RunTransition,
+    TestCase,
+    TestCaseVersion,
+    TestResult,
+    TestRun,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -62,6 +69,20 @@ class TestRunAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in TestRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(IngestToken)
+class IngestTokenAdmin(admin.ModelAdmin):
+    """Tokens are made with ``manage.py create_ingest_token`` (which shows the secret once);
+    here they are listed and revoked (set revoked_at)."""
+
+    list_display = ["name", "machine", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["machine"]
+    search_fields = ["name", "prefix", "machine__name"]
+    readonly_fields = ["machine", "name", "prefix", "key_hash", "created_at", "last_used_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -310,3 +310,21 @@ class RunArtifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class IngestToken(models.Model):
+    """A machine's secret for reporting its own suites' progress; only its SHA-256 is stored."""
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="ingest_tokens")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["machine", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}...)"

@@ -27,3 +27,6 @@ def runs_sweep_task() -> dict[str, int]:
 @shared_task(name="runs.retention")
 def runs_retention_task() -> int:
     return services.runs_retention()
+
+
+from test_runner.ingest.tasks import external_runs_timeout_task  # noqa: E402, F401  # registered

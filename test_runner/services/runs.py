@@ -357,6 +357,11 @@ def run_finish(
 def runs_needing_machine(machine: Machine) -> Q:
     """QUEUED runs that could use ``machine``."""
     labels = list(machine.labels.values_list("name", flat=True))
-    return Q(status=RunStatus.QUEUED) & (
-        Q(requested_machine=machine) | Q(requested_machine__isnull=True, requested_label__in=labels)
+    return (
+        Q(status=RunStatus.QUEUED)
+        & ~Q(source=RunSource.EXTERNAL)
+        & (
+            Q(requested_machine=machine)
+            | Q(requested_machine__isnull=True, requested_label__in=labels)
+        )
     )

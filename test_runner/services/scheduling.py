@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from machines.models import Machine, Venv
-from test_runner.models import ErrorCategory, RunEvent, RunOutcome, RunStatus, TestRun
+from test_runner.models import ErrorCategory, RunEvent, RunOutcome, RunSource, RunStatus, TestRun
 from test_runner.services.runs import (
     ACTIVE,
     run_dispatch_on_commit,
@@ -56,7 +56,9 @@ def runs_sweep() -> dict[str, int]:
     runs that cannot be helped. Nothing stays RUNNING forever."""
     now = timezone.now()
     resumed, resent, failed = [], [], 0
-    stale = TestRun.objects.filter(status__in=ACTIVE).filter(
+    # Runs reported by an external runner have no worker to resume: they time out on their own.
+    ours = TestRun.objects.exclude(source=RunSource.EXTERNAL)
+    stale = ours.filter(status__in=ACTIVE).filter(
         Q(heartbeat_at__lt=now - stale_heartbeat()) | Q(heartbeat_at__isnull=True)
     )
     for run in stale.only("pk", "dispatch_count", "worker", "dispatched_at"):
@@ -73,7 +75,7 @@ def runs_sweep() -> dict[str, int]:
             continue
         logger.warning("Run %s: worker %s went quiet; resuming it", run.pk, run.worker)
         resumed.append(run.pk)
-    lost = TestRun.objects.filter(status=RunStatus.QUEUED).filter(
+    lost = ours.filter(status=RunStatus.QUEUED).filter(
         Q(dispatched_at__lt=now - LOST_DISPATCH) | Q(dispatched_at__isnull=True),
         queued_at__lt=now - timedelta(seconds=5),
     )
