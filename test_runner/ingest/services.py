@@ -25,6 +25,7 @@ from machines.models import Machine
 from test_management_system.errors import ApplicationError, NotFoundError
 from test_runner.models import (
     IngestToken,
+    RunEvent,
     RunOutcome,
     RunSource,
     RunStatus,
@@ -244,6 +245,10 @@ def dry_run(*, token: IngestToken, data: dict[str, Any]) -> TestRun:
                 TestResult(run=run, order=order, test_id=test_id, name=test, file=scenario)
             )
         TestResult.objects.bulk_create(results)
+        _record(
+            run, "plan", started,
+            {"tests": [{"id": r.test_id, "name": r.name, "file": r.file} for r in results]},
+        )  # fmt: skip
         moved = run_transition(
             run_id=run.pk, to=RunStatus.RUNNING, allowed_from=(RunStatus.QUEUED,),
             by=f"ingest:{token.name}", message=f"Running on {machine.name} (reported).",
@@ -254,6 +259,16 @@ def dry_run(*, token: IngestToken, data: dict[str, Any]) -> TestRun:
             run_finish(run_id=run.pk, outcome=RunOutcome.PASSED, by=f"ingest:{token.name}",
                        message="The plan has no tests.")  # fmt: skip
     return TestRun.objects.get(pk=run.pk)
+
+
+def _record(run: TestRun, kind: str, at: dt.datetime, data: dict[str, Any]) -> None:
+    """Adds the message to the run's event stream, as a runner's event would be, so that the
+    live page (which follows last_seq) and the log show reported runs like any other. The
+    run row is locked by the caller, so seq stays gap-free."""
+    seq = TestRun.objects.filter(pk=run.pk).values_list("last_seq", flat=True).get() + 1
+    RunEvent.objects.create(run=run, seq=seq, ts=at, type=kind, data=data)
+    TestRun.objects.filter(pk=run.pk).update(last_seq=seq)
+    run.last_seq = seq
 
 
 # --- Start and stop ---------------------------------------------------------------------------
@@ -304,6 +319,7 @@ def test_start(*, token: IngestToken, data: dict[str, Any]) -> TestResult:
     result.outcome = TestResult.Outcome.RUNNING
     result.started_at = at
     result.save(update_fields=["outcome", "started_at"])
+    _record(run, "test_start", at, {"test": result.test_id})
     TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     return result
 
@@ -346,6 +362,11 @@ def test_stop(*, token: IngestToken, data: dict[str, Any]) -> TestResult:
     if result.started_at is not None:
         result.duration = max((at - result.started_at).total_seconds(), 0.0)
     result.save(update_fields=["outcome", "finished_at", "message", "duration"])
+    _record(
+        run, "test_end", at,
+        {"test": result.test_id, "outcome": outcome, "duration_s": result.duration,
+         "message": note},
+    )  # fmt: skip
     TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     _recount(run)
     open_tests = TestResult.objects.filter(

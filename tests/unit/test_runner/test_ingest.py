@@ -201,6 +201,14 @@ def test_the_original_payloads_build_a_run_whose_tree_and_statuses_match(secret,
     c.force_authenticate(make_user("boss", admin=True))
     detail = c.get(f"/api/v1/runs/{run.pk}/")
     assert detail.status_code == 200 and detail.json()["outcome"] == "failed"
+    # ...and their messages are its event stream, gap-free, which the live page follows.
+    events = c.get(f"/api/v1/runs/{run.pk}/events/?after=0").json()["events"]
+    assert [e["seq"] for e in events] == list(range(1, 10))
+    assert [e["type"] for e in events] == ["plan"] + ["test_start", "test_end"] * 4
+    assert events[2]["data"] == {
+        "test": "scenario_01_feature_lamp.py::01_01_test_lamp.py", "outcome": "passed",
+        "duration_s": pytest.approx(2.048349), "message": "",
+    }  # fmt: skip
 
 
 def test_all_passing_run_passes_and_unknown_is_an_error(secret):
