@@ -3,12 +3,8 @@ on the test database: a suite's plan and progress arrive, also across a server t
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +13,8 @@ import pytest
 from remote_scripts.tms_reporter import Reporter, ReportError, Unreachable
 from test_runner.ingest.services import ingest_token_create
 from test_runner.models import RunSource, TestResult, TestRun
-from tests.conftest import REPO_ROOT, free_port, stop_process, subprocess_env
 from tests.factories import make_machine
+from tests.liveserver import Web
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -34,39 +30,6 @@ MASTER = {
          "tests": [{"file_path": "/suite/door", "file_name": "02_01_test_door.py", "script": ""}]},
     ],
 }  # fmt: skip
-
-
-class Web:
-    def __init__(self, database_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = database_url
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "test_management_system.asgi:application",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env=subprocess_env(DATABASE_URL=self.database_url),
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"uvicorn exited ({self.proc.returncode}):\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/", timeout=2):  # noqa: S310
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        pytest.fail(f"uvicorn not up after 60 s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
 
 @pytest.fixture

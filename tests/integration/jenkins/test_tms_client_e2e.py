@@ -11,8 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
@@ -23,9 +21,10 @@ from jenkins import services, tms_client
 from jenkins.models import RunCallback
 from test_runner import services as run_services
 from test_runner.models import RunOutcome, TestRun
-from tests.conftest import REPO_ROOT, free_port, stop_process, subprocess_env
+from tests.conftest import REPO_ROOT
 from tests.factories import make_api_token, make_user
 from tests.integration.runs.conftest import wait_for
+from tests.liveserver import Web
 from tests.unit.jenkins.test_run_links import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -64,46 +63,11 @@ SLEEPER = textwrap.dedent(
 )
 
 
-class Web:
-    """uvicorn serving the project on the test database, stoppable and restartable on its
-    port (to play a server that goes away)."""
-
-    def __init__(self, database_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = database_url
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "test_management_system.asgi:application",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env=subprocess_env(DATABASE_URL=self.database_url,
-                                   RUN_CALLBACK_ALLOWED_HOSTS="127.0.0.1"),
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"uvicorn exited ({self.proc.returncode}):\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/", timeout=2):  # noqa: S310
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        pytest.fail(f"uvicorn not up after 60 s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-
 @pytest.fixture
 def web(test_database_url: str, tmp_path: Path) -> Iterator[Web]:
-    server = Web(test_database_url, tmp_path / "uvicorn.log")
+    server = Web(
+        test_database_url, tmp_path / "uvicorn.log", RUN_CALLBACK_ALLOWED_HOSTS="127.0.0.1"
+    )
     server.start()
     yield server
     server.stop()
