@@ -183,14 +183,11 @@ class MachineAdmin(admin.ModelAdmin):
 
     @admin.action(description="Provision venv pool (one slot per concurrent run)")
     def provision_pool(self, request: HttpRequest, queryset: QuerySet[Machine]) -> None:
-        from machines.tasks import venv_pool_ensure_task
-
         for machine in queryset:
-            services.audit_record(
-                actor=request.user, source=SOURCE, action="pool.requested", target=machine,
-                changes={"size": machine.max_concurrent_runs},
+            services.venv_pool_request(
+                machine=machine, size=machine.max_concurrent_runs, actor=request.user,
+                source=SOURCE,
             )  # fmt: skip
-            venv_pool_ensure_task.delay(machine.pk, machine.max_concurrent_runs)
         self.message_user(request, f"Provisioning queued for {queryset.count()} machine(s).")
 
     @admin.action(description="Maintenance on")

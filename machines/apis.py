@@ -168,17 +168,11 @@ class MachinePoolApi(_MachineActionApi):
 
     @extend_schema(request=PoolInput, responses={202: MessageOutput})
     def post(self, request: Request, pk: int) -> Response:
-        from machines.tasks import venv_pool_ensure_task
-
         machine = self.get_object()
         data = PoolInput(data=request.data)
         data.is_valid(raise_exception=True)
-        services.audit_record(
-            actor=request.user, source=SOURCE, action="pool.requested", target=machine,
-            changes=dict(data.validated_data),
-        )  # fmt: skip
-        venv_pool_ensure_task.delay(
-            machine.pk, data.validated_data["size"], data.validated_data.get("python")
+        services.venv_pool_request(
+            machine=machine, actor=request.user, source=SOURCE, **data.validated_data
         )
         return Response(
             {"message": f"Provisioning {data.validated_data['size']} venv(s) on {machine.name}."},
@@ -225,15 +219,7 @@ class BoardDetailApi(generics.RetrieveAPIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
-        board = self.get_object()
-        if board.is_leased:
-            from test_management_system.errors import ConflictError
-
-            raise ConflictError(f"Board {board} is held by {board.lease_holder}; wait or cancel.")
-        services.audit_record(
-            actor=request.user, source=SOURCE, action="board.delete", target=board
-        )
-        board.delete()
+        services.board_delete(board=self.get_object(), actor=request.user, source=SOURCE)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -285,19 +271,9 @@ class VenvResetApi(generics.GenericAPIView):
 
     @extend_schema(request=None, responses={202: MessageOutput})
     def post(self, request: Request, pk: int) -> Response:
-        from machines.tasks import venv_reset_task
-        from test_management_system.errors import ConflictError
-
-        venv = self.get_object()
-        if venv.state == Venv.State.LEASED:
-            raise ConflictError(
-                f"Venv {venv} is leased by {venv.lease_holder}; it resets when freed."
-            )
-        Venv.objects.filter(pk=venv.pk).exclude(state=Venv.State.LEASED).update(
-            state=Venv.State.DIRTY
+        venv = services.venv_reset_request(
+            venv=self.get_object(), actor=request.user, source=SOURCE
         )
-        services.audit_record(actor=request.user, source=SOURCE, action="venv.reset", target=venv)
-        venv_reset_task.delay(venv.pk)
         return Response({"message": f"Resetting {venv}."}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -119,8 +119,6 @@ def machine_trust_host_key(request: HttpRequest, pk: int) -> HttpResponse:
 @web_view
 @require_POST
 def machine_pool(request: HttpRequest, pk: int) -> HttpResponseRedirect:
-    from machines.tasks import venv_pool_ensure_task
-
     machine = _admin_machine(request, pk)
     try:
         size = int(request.POST.get("size") or machine.max_concurrent_runs)
@@ -129,11 +127,7 @@ def machine_pool(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     if not 1 <= size <= 64:
         messages.error(request, "The pool size must be a number from 1 to 64.")
         return redirect("lab:machine-detail", pk=machine.pk)
-    services.audit_record(
-        actor=request.user, source=SOURCE, action="pool.requested", target=machine,
-        changes={"size": size},
-    )  # fmt: skip
-    venv_pool_ensure_task.delay(machine.pk, size)
+    services.venv_pool_request(machine=machine, size=size, actor=request.user, source=SOURCE)
     messages.success(request, f"Provisioning {size} venv(s) on {machine.name}; reload to follow.")
     return redirect("lab:machine-detail", pk=machine.pk)
 

@@ -3,6 +3,7 @@
 from machines.services.audit import audit_record
 from machines.services.boards import (
     board_create,
+    board_delete,
     board_lease,
     board_release,
     board_renew,
@@ -24,10 +25,12 @@ from machines.services.pool import (
     leases_expire,
     venv_lease,
     venv_pool_ensure,
+    venv_pool_request,
     venv_provision,
     venv_release,
     venv_renew,
     venv_reset,
+    venv_reset_request,
     venv_sync_requirements,
 )
 
@@ -35,6 +38,7 @@ __all__ = [
     "MachineCheckResult",
     "audit_record",
     "board_create",
+    "board_delete",
     "board_lease",
     "board_release",
     "board_renew",
@@ -51,9 +55,11 @@ __all__ = [
     "machine_update",
     "venv_lease",
     "venv_pool_ensure",
+    "venv_pool_request",
     "venv_provision",
     "venv_release",
     "venv_renew",
     "venv_reset",
+    "venv_reset_request",
     "venv_sync_requirements",
 ]

@@ -6,19 +6,16 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from machines.models import Board, Label, Machine
+from machines.models import Board, Machine
 from machines.services.audit import Actor, as_user, audit_record
-from test_management_system.errors import ApplicationError
+from machines.services.labels import labels_get_or_create
+from test_management_system.errors import ApplicationError, ConflictError
 
 DEFAULT_LEASE_TTL = timedelta(minutes=5)
 BOARD_FIELDS = (
     "name", "description", "serial_port", "baud_rate", "data_bits", "parity", "stop_bits",
     "flow_control",
 )  # fmt: skip
-
-
-def _labels(names: list[str] | tuple[str, ...]) -> list[Label]:
-    return [Label.objects.get_or_create(name=name.strip())[0] for name in names if name.strip()]
 
 
 @transaction.atomic
@@ -32,7 +29,7 @@ def board_create(
     board = Board(machine=machine, **fields)
     board.full_clean()
     board.save()
-    board.labels.set(_labels(labels))
+    board.labels.set(labels_get_or_create(labels))
     audit_record(
         actor=actor, source=source, action="board.create", target=board,
         changes={**fields, "labels": list(labels)},
@@ -55,7 +52,7 @@ def board_update(
     if changes:
         board.save(update_fields=[*changes, "updated_at"])
     if labels is not None:
-        board.labels.set(_labels(labels))
+        board.labels.set(labels_get_or_create(labels))
         changes["labels"] = labels
     if changes:
         audit_record(
@@ -80,6 +77,15 @@ def board_set_locked(
         target=board, changes={"reason": reason} if locked else {},
     )  # fmt: skip
     return board
+
+
+@transaction.atomic
+def board_delete(*, board: Board, actor: Actor, source: str) -> None:
+    board = Board.objects.select_for_update().get(pk=board.pk)
+    if board.is_leased:
+        raise ConflictError(f"Board {board} is held by {board.lease_holder}; wait or cancel.")
+    audit_record(actor=actor, source=source, action="board.delete", target=board)
+    board.delete()
 
 
 def board_lease(

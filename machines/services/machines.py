@@ -12,8 +12,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from machines import ssh
-from machines.models import Label, Machine, MachineCredential
+from machines.models import Machine, MachineCredential
 from machines.services.audit import Actor, as_user, audit_record
+from machines.services.labels import labels_get_or_create
 from machines.ssh.keys import load_private_key
 from test_management_system.errors import ApplicationError, ConflictError
 
@@ -42,10 +43,6 @@ def _check_connector(connector: str, os_name: str) -> None:
         raise InvalidCredentials(
             "A machine on this host must be a Linux machine.", extra={"field": "os"}
         )
-
-
-def _labels(names: list[str] | tuple[str, ...]) -> list[Label]:
-    return [Label.objects.get_or_create(name=name.strip())[0] for name in names if name.strip()]
 
 
 class InvalidCredentials(ApplicationError):
@@ -127,7 +124,7 @@ def machine_create(
         passphrase=passphrase or None,
         updated_by=as_user(actor),
     )
-    machine.labels.set(_labels(labels))
+    machine.labels.set(labels_get_or_create(labels))
     machine.users.set([u.pk for u in users])
     machine.groups.set(groups)
     changes: dict[str, Any] = {f: getattr(machine, f) for f in PLAIN_FIELDS}
@@ -179,7 +176,7 @@ def machine_update(
         credential.save()
         ssh.drop_connection(machine.pk)
     if labels is not None:
-        machine.labels.set(_labels(labels))
+        machine.labels.set(labels_get_or_create(labels))
         changes["labels"] = labels
     if users is not None:
         machine.users.set([u.pk for u in users])

@@ -18,7 +18,7 @@ from machines import ssh
 from machines.models import Board, Machine, Venv
 from machines.services.audit import Actor, audit_record
 from machines.services.machines import machine_connection
-from test_management_system.errors import ApplicationError
+from test_management_system.errors import ApplicationError, ConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +332,34 @@ def venv_provision(*, venv: Venv) -> Venv:
             last_output=_tail("".join(output)),
         )  # fmt: skip
     venv.refresh_from_db()
+    return venv
+
+
+def venv_pool_request(
+    *, machine: Machine, size: int, python: str | None = None, actor: Actor, source: str
+) -> None:
+    """Queues provisioning of the machine's pool (``venv_pool_ensure`` in a worker)."""
+    if not 1 <= size <= 64:
+        raise ApplicationError("A pool has 1 to 64 slots.", extra={"field": "size"})
+    audit_record(
+        actor=actor, source=source, action="pool.requested", target=machine,
+        changes={"size": size, "python": python or machine.python},
+    )  # fmt: skip
+    from machines.tasks import venv_pool_ensure_task
+
+    transaction.on_commit(lambda: venv_pool_ensure_task.delay(machine.pk, size, python))
+
+
+@transaction.atomic
+def venv_reset_request(*, venv: Venv, actor: Actor, source: str) -> Venv:
+    """Marks a slot that is not leased DIRTY and queues its reset."""
+    venv = Venv.objects.select_for_update().get(pk=venv.pk)
+    if venv.state == Venv.State.LEASED:
+        raise ConflictError(f"Venv {venv} is leased by {venv.lease_holder}; it resets when freed.")
+    venv.state = Venv.State.DIRTY
+    venv.save(update_fields=["state", "updated_at"])
+    audit_record(actor=actor, source=source, action="venv.reset", target=venv)
+    _queue_reset(venv.pk)
     return venv
 
 

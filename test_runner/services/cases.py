@@ -6,8 +6,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from machines.models import Label
 from machines.services.audit import Actor, as_user
+from machines.services.labels import labels_get_or_create
 from machines.services.pool import requirements_hash
 from test_management_system.errors import ApplicationError
 from test_runner.models import TestCase, TestCaseVersion
@@ -16,10 +16,6 @@ MAX_FILES = 200
 MAX_FILE_BYTES = 1024 * 1024
 CASE_FIELDS = ("name", "description", "kind", "required_os", "needs_board", "default_timeout")
 VERSION_FIELDS = ("files", "entry_point", "arguments", "requirements")
-
-
-def _labels(names: list[str] | tuple[str, ...]) -> list[Label]:
-    return [Label.objects.get_or_create(name=name.strip())[0] for name in names if name.strip()]
 
 
 def check_files(files: dict[str, Any]) -> dict[str, str]:
@@ -118,8 +114,8 @@ def case_create(
     )  # fmt: skip
     case.full_clean(exclude=["current_version"])
     case.save()
-    case.labels.set(_labels(labels))
-    case.board_labels.set(_labels(board_labels))
+    case.labels.set(labels_get_or_create(labels))
+    case.board_labels.set(labels_get_or_create(board_labels))
     _new_version(
         case=case,
         actor=actor,
@@ -155,9 +151,9 @@ def case_update(
     case.full_clean(exclude=["current_version"])
     case.save()
     if labels is not None:
-        case.labels.set(_labels(labels))
+        case.labels.set(labels_get_or_create(labels))
     if board_labels is not None:
-        case.board_labels.set(_labels(board_labels))
+        case.board_labels.set(labels_get_or_create(board_labels))
     current = case.current_version
     merged = {
         key: fields.get(key, getattr(current, key) if current else None) for key in VERSION_FIELDS

@@ -217,3 +217,29 @@ def test_filters_and_search(world):
     ]
     assert client.get("/api/v1/venvs/?state=ready").json()["count"] == 1
     assert client.get("/api/v1/venvs/?state=leased").json()["count"] == 0
+
+
+def test_pool_reset_and_delete_requests_are_audited_and_queued(
+    world, django_capture_on_commit_callbacks
+):
+    admin = client_for(world["admin"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin.post(
+            f"/api/v1/machines/{world['machine'].pk}/pool/", {"size": 3}, format="json"
+        )
+    assert response.status_code == 202 and len(callbacks) == 1
+    entry = AuditEntry.objects.get(action="pool.requested")
+    assert entry.changes == {"size": 3, "python": "python3"} and entry.actor == world["admin"]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin.post(f"/api/v1/venvs/{world['venv'].pk}/reset/")
+    assert response.status_code == 202 and len(callbacks) == 1
+    assert Venv.objects.get(pk=world["venv"].pk).state == Venv.State.DIRTY
+    assert AuditEntry.objects.filter(action="venv.reset", target_id=world["venv"].pk).exists()
+    from machines import services
+
+    Venv.objects.filter(pk=world["venv"].pk).update(state=Venv.State.READY)
+    services.venv_lease(machine=world["machine"], holder="run:5")
+    assert admin.post(f"/api/v1/venvs/{world['venv'].pk}/reset/").status_code == 409
+    services.board_lease(machine=world["machine"], holder="run:5")
+    response = admin.delete(f"/api/v1/boards/{world['board'].pk}/")
+    assert response.status_code == 409 and "is held by run:5" in response.json()["message"]
