@@ -50,8 +50,10 @@ format: venv-dev
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# `make bench BENCH="ingest uart"` runs only the benchmarks whose name holds one of the words.
+BENCH ?=
 bench: venv-dev
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH)
 
 # The production checklist, with throwaway secrets.
 check-deploy: venv

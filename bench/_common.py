@@ -141,3 +141,37 @@ def skipped(reason: str) -> int:
     print(f"SKIPPED: {reason}")
     result({"skipped": reason, "machine": machine_info()})
     return 0
+
+
+def comparison(
+    name: str,
+    *,
+    metric: str,
+    unit: str,
+    ours: float,
+    naive: float,
+    higher_is_better: bool,
+    goal: str = "",
+    met: bool | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """One side-by-side figure for the table ``bench/run.py`` prints.
+
+    ``ratio`` is how many times better ours is than the naive design (> 1: ours is better),
+    whichever direction "better" is for the metric.
+    """
+    if higher_is_better:
+        ratio = ours / naive if naive else math.inf
+    else:
+        ratio = naive / ours if ours else math.inf
+    return {
+        "name": name,
+        "metric": metric,
+        "unit": unit,
+        "ours": round(ours, 3),
+        "naive": round(naive, 3),
+        "ratio": round(ratio, 1),
+        "goal": goal,
+        "met": met,
+        "note": note,
+    }
