@@ -132,6 +132,10 @@ class BuildOutput(serializers.ModelSerializer):
     triggered_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
+    # Not a URLField: empty until Jenkins has started the build (a "uri" it would not be).
+    url = serializers.CharField(
+        read_only=True, help_text="The build's page on Jenkins, once known."
+    )
     tests = serializers.SerializerMethodField()
     status = BuildStatusField(read_only=True)
     result = BuildResultField(read_only=True)

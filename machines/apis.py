@@ -124,6 +124,8 @@ class MachineCheckApi(_MachineActionApi):
 class MachineHostKeyApi(_MachineActionApi):
     """The host key the machine offers right now, to compare before trusting it."""
 
+    upstream_statuses = (502,)  # the machine cannot be reached: documented in the schema
+
     @extend_schema(responses=OfferedHostKeyOutput)
     def get(self, request: Request, pk: int) -> Response:
         machine = self.get_object()
@@ -141,6 +143,8 @@ class MachineHostKeyApi(_MachineActionApi):
 
 
 class MachineTrustHostKeyApi(_MachineActionApi):
+    upstream_statuses = (502,)  # the machine cannot be reached: documented in the schema
+
     @extend_schema(request=FingerprintInput, responses=MachineOutput)
     def post(self, request: Request, pk: int) -> Response:
         data = FingerprintInput(data=request.data)

@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions as drf_exceptions
@@ -80,6 +81,27 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
+    if isinstance(exc, DataError):
+        # The database refused a value the input carried that passed validation (a time zone
+        # offset or a number beyond what PostgreSQL stores): bad input, not a server fault.
+        logger.warning("API input refused by the database: %s", exc)
+        return Response(
+            error_body(
+                "Invalid input: a value is outside what can be stored or compared "
+                "(check dates, time zone offsets and numbers)."
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("The request body is too large; send a smaller one."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        # Raised while reading a hostile or broken request (too many fields, bad multipart):
+        # the client's fault, as Django itself answers outside DRF.
+        logger.warning("Suspicious API request: %s", exc)
+        return Response(error_body(f"Bad request: {exc}"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, Http404):

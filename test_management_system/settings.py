@@ -180,6 +180,14 @@ else:
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
         "visibility_timeout": 3600,
+        # A publisher (an API request creating a run) that finds the broker down gives up
+        # after one immediate second try instead of kombu's default of retrying for
+        # broker_connection_timeout (~6 s per message): the run stays QUEUED and the sweep
+        # sends it (docs/RUNS.md). Workers reconnect by their own, unbounded policy.
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
     }
 if CELERY_RESULT_BACKEND.startswith("file://"):
     Path(CELERY_RESULT_BACKEND.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -220,6 +228,9 @@ RUN_EVENT_RETENTION_DAYS = env.int("RUN_EVENT_RETENTION_DAYS", default=90)
 # A worker whose run heartbeat is older than this is presumed dead and its run is resumed
 # (the worker beats every 2 s). Tests shorten it so that resuming can be watched.
 RUN_STALE_HEARTBEAT_SECONDS = env.int("RUN_STALE_HEARTBEAT_SECONDS", default=8 if TESTING else 30)
+# How long a running run's machine may stay unreachable over SSH before the run is given up as
+# an infrastructure error (the detached runner goes on meanwhile; the worker reconnects).
+RUN_RECONNECT_WINDOW_SECONDS = env.int("RUN_RECONNECT_WINDOW_SECONDS", default=300)
 # A run reported by a machine (see docs/INGEST.md) that hears nothing for this long times out.
 EXTERNAL_RUN_QUIET_MINUTES = env.int("EXTERNAL_RUN_QUIET_MINUTES", default=30)
 # Hosts a run-finished callback may be sent to (exact names, or ".example.com" for a domain and
@@ -263,7 +274,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "test_management_system.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "test_management_system.errors.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_ANON_RATE", default="120/minute")},
@@ -286,6 +297,7 @@ SPECTACULAR_SETTINGS = {
         "VenvStateEnum": "machines.models.Venv.State",
         "RunStatusEnum": "test_runner.models.RunStatus",
         "RunOutcomeEnum": "test_runner.models.RunOutcome",
+        "RunSourceEnum": "test_runner.models.RunSource",
         "TestResultOutcomeEnum": "test_runner.models.TestResult.Outcome",
     },
 }

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from test_management_system import errors, health, views
@@ -19,8 +20,9 @@ api_v1: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
-    # Last: any other /api/ path answers JSON, even with DEBUG on.
-    re_path(r"^.*$", errors.page_not_found, name="not-found"),
+    # Last: any other /api/ path answers JSON, even with DEBUG on, and for any method (a POST
+    # there would otherwise get the HTML CSRF page; this view writes nothing).
+    re_path(r"^.*$", csrf_exempt(errors.page_not_found), name="not-found"),
 ]
 
 urlpatterns = [

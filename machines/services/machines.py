@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -202,8 +202,17 @@ def machine_delete(*, machine: Machine, actor: Actor, source: str) -> None:
             "finish or cancel them first."
         )
     audit_record(actor=actor, source=source, action="machine.delete", target=machine)
+    try:
+        with transaction.atomic():
+            machine.delete()
+    except IntegrityError:
+        # Runs that asked for this machine by name (not by label) keep it in their history:
+        # the database refuses a run that names neither a machine nor a label.
+        raise ConflictError(
+            f"Machine {machine.name} is named by runs in the history; disable it instead of "
+            "deleting it."
+        ) from None
     ssh.drop_connection(machine.pk)
-    machine.delete()
 
 
 @transaction.atomic
