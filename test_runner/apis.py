@@ -17,14 +17,17 @@ from test_management_system.errors import ApplicationError, NotFoundError
 from test_runner import selectors, services
 from test_runner.filters import CaseFilter, RunFilter
 from test_runner.models import RunArtifact, TestCase, TestCaseVersion, TestRun
+from test_runner.pagination import RunPagination
 from test_runner.serializers import (
     ArtifactOutput,
     CaseInput,
     CaseOutput,
     CaseUpdateInput,
     EventOutput,
+    EventsPageOutput,
     ResultOutput,
     RunInput,
+    RunListOutput,
     RunOutput,
     VersionOutput,
 )
@@ -93,16 +96,23 @@ class CaseVersionsApi(generics.ListAPIView):
 
 
 class RunListApi(generics.ListAPIView):
-    """Runs: your own (admins: everyone's). POST starts one."""
+    """Runs: your own (admins: everyone's), newest first, as summaries (the detail has every
+    field). Above 1,000 matching runs ``count`` is PostgreSQL's estimate and
+    ``count_is_estimate`` is true. POST starts one."""
 
     permission_classes = [permissions.IsAuthenticated]
-    serializer_class = RunOutput
+    serializer_class = RunListOutput
+    pagination_class = RunPagination
     filterset_class = RunFilter
     search_fields = ["case__name", "status_message", "machine__name"]
     ordering_fields = ["queued_at", "started_at", "finished_at", "priority", "status", "outcome"]
 
-    def get_queryset(self) -> QuerySet[TestRun]:
-        return selectors.run_list(user=self.request.user)
+    def get_queryset(self) -> QuerySet[TestRun, dict[str, Any]]:
+        return selectors.run_summaries(user=self.request.user)
+
+    def paginate_queryset(self, queryset: QuerySet[Any, Any]) -> list[Any] | None:
+        page = super().paginate_queryset(queryset)
+        return None if page is None else selectors.run_summaries_named(page)
 
     @extend_schema(request=RunInput, responses={201: RunOutput})
     def post(self, request: Request) -> Response:
@@ -117,7 +127,8 @@ class RunListApi(generics.ListAPIView):
             board=fields.pop("board", None),
             **fields,
         )
-        return Response(RunOutput(self.get_queryset().get(pk=run.pk)).data, status=201)
+        created = selectors.run_list(user=request.user).get(pk=run.pk)
+        return Response(RunOutput(created).data, status=201)
 
 
 class _RunMixin(generics.GenericAPIView):
@@ -141,12 +152,14 @@ class RunDetailApi(_RunMixin, generics.RetrieveAPIView):
 class RunEventsApi(_RunMixin):
     """Events after ``after`` (a seq), oldest first: poll with the last seq you saw."""
 
+    pagination_class = None  # paged by seq (after, limit), not by page number
+
     @extend_schema(
         parameters=[
             OpenApiParameter("after", int, description="last seq already seen (default 0)"),
             OpenApiParameter("limit", int, description=f"at most this many (<= {MAX_EVENTS_PAGE})"),
         ],
-        responses=EventOutput(many=True),
+        responses=EventsPageOutput,
     )
     def get(self, request: Request, pk: int) -> Response:
         run = self.get_object()
@@ -179,6 +192,8 @@ class RunLogApi(_RunMixin):
 
 
 class RunResultsApi(_RunMixin):
+    pagination_class = None  # every result of the run, in plan order
+
     @extend_schema(responses=ResultOutput(many=True))
     def get(self, request: Request, pk: int) -> Response:
         run = self.get_object()
@@ -221,8 +236,15 @@ class RunResumeApi(_RunActionApi):
 class RunRetryApi(_RunActionApi):
     action_name = "retry"
 
+    @extend_schema(request=None, responses={201: RunOutput})
+    def post(self, request: Request, pk: int) -> Response:
+        """Starts a new run of the same case, version and target (answered 201)."""
+        return super().post(request, pk)
+
 
 class RunArtifactsApi(_RunMixin):
+    pagination_class = None  # every artifact of the run
+
     @extend_schema(responses=ArtifactOutput(many=True))
     def get(self, request: Request, pk: int) -> Response:
         run = self.get_object()
