@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import logging
+
 from celery import current_app, shared_task
 
 from machines import services
 from machines.models import Machine, Venv
+from machines.signals import slot_freed
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="machines.check", acks_late=True)
@@ -12,6 +17,9 @@ def machine_check_task(machine_id: int) -> dict[str, object]:
     if machine is None:
         return {"ok": False, "message": f"machine {machine_id} no longer exists"}
     result = services.machine_check(machine=machine, source="system")
+    if result.ok:
+        # The machine answers: slots whose reset failed while it was away are retried now.
+        services.venv_resets_retry(machine=machine)
     return {"ok": result.ok, "status": result.status, "message": result.message}
 
 
@@ -49,9 +57,15 @@ def venv_reset_task(venv_id: int) -> str:
 
 
 def _slot_freed(machine_id: int) -> None:
-    # A slot is free: runs waiting for this machine start now, not at the next sweep. Sent by
-    # name, so that machines does not depend on the app that runs tests.
-    current_app.send_task("runs.dispatch_waiting", args=[machine_id])
+    # A slot is free: runs waiting for this machine start now, not at the next sweep, and in
+    # this process (the app that runs tests listens to the signal) rather than after one more
+    # trip through a queue that may be long. Without a listener, the task is sent by name.
+    responses = slot_freed.send_robust(sender=Machine, machine_id=machine_id)
+    failed = [response for _, response in responses if isinstance(response, Exception)]
+    for error in failed:
+        logger.error("Dispatching runs for machine %s failed: %r", machine_id, error)
+    if not responses or failed:
+        current_app.send_task("runs.dispatch_waiting", args=[machine_id])
 
 
 @shared_task(name="machines.leases_expire")

@@ -14,6 +14,7 @@ docs/RUNNER_EVENTS.md. Standard library + pyserial; Python >= 3.9; Linux and Win
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -242,11 +243,38 @@ class Runner:
         )
         self._ticker_stop = threading.Event()
         self._last_heartbeat_status = 0.0
+        self.events_error: Optional[str] = None
+        self._events_lock = threading.Lock()
 
     # --------------------------------------------------------------- events
 
     def emit(self, type_: str, fields: Optional[Dict[str, Any]] = None, ts: Optional[str] = None):
-        return self.writer.emit(type_, fields, ts=ts)
+        """Write one event; after the events file failed (disk full, I/O error) nothing more.
+
+        A write that failed may have left a partial line; writing on would glue the next event
+        to it and lose a seq. So the first failure stops the run instead: the server reads the
+        complete lines before it, sees the runner gone and finds out why.
+        """
+        if self.events_error is not None:
+            return None
+        try:
+            return self.writer.emit(type_, fields, ts=ts)
+        except OSError as exc:
+            self._events_failed(exc)
+            return None
+
+    def _events_failed(self, exc: OSError) -> None:
+        with self._events_lock:
+            if self.events_error is not None:
+                return
+            self.events_error = "cannot write the events file %s: %s" % (
+                self.args.events_file,
+                exc.strerror or exc,
+            )
+        self.stop.request("events_failed")
+        # stderr goes to runner.log, most likely on the same full disk: best effort.
+        with contextlib.suppress(OSError, ValueError):
+            print("runner: %s; stopping the run" % self.events_error, file=sys.stderr, flush=True)
 
     def log(self, message: str, level: str = "INFO", source: str = "runner", **extra: Any):
         text, cut = clip(message, MAX_TEXT)
@@ -368,7 +396,9 @@ class Runner:
             ticker.join(2)
             if self.link is not None:
                 self.link.close()
-        if self.stop.reason == "timeout":
+        if self.stop.reason == "events_failed":
+            code, message = EXIT_INTERNAL_ERROR, self.events_error or "events file failed"
+        elif self.stop.reason == "timeout":
             code = EXIT_TIMEOUT
             message = message or "watchdog: run exceeded %ss" % a.timeout
         elif self.stop.reason == "cancelled":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -33,6 +34,28 @@ def check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
         # Opening a channel makes the transport really talk to the server (Redis: a PING).
         conn.default_channel  # noqa: B018
+
+
+def database_wait(*, timeout: float) -> bool:
+    """After a lost database connection (the server restarted, a failover): drops this
+    thread's broken connections and tries again, with backoff, until the database answers.
+    False if it did not within ``timeout`` seconds. Django reconnects only between requests
+    and tasks; a long task (a run streaming for hours) calls this to carry on."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        for conn in connections.all(initialized_only=True):
+            with contextlib.suppress(DatabaseError):  # it is broken: that is why it goes
+                conn.close()
+        try:
+            check_database()
+            return True
+        except DatabaseError as exc:
+            if time.monotonic() + delay > deadline:
+                logger.error("The database did not come back in %.0f s: %s", timeout, exc)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": check_broker}

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,6 +30,8 @@ from machines import services as machine_services
 from machines import ssh
 from machines.models import Board, Machine
 from machines.services.pool import requirements_hash, venv_python
+from test_management_system.health import database_wait
+from test_runner.event_lines import parse_event_lines
 from test_runner.models import (
     ErrorCategory,
     RunArtifact,
@@ -38,7 +41,13 @@ from test_runner.models import (
     TestRun,
 )
 from test_runner.services.results import events_store
-from test_runner.services.runs import ACTIVE, candidate_machines, run_finish, run_transition
+from test_runner.services.runs import (
+    ACTIVE,
+    candidate_machines,
+    run_finish,
+    run_note,
+    run_transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +61,12 @@ HEARTBEAT_EVERY = 2.0
 READ_CHUNK = 4 * 1024 * 1024
 # The runner writes a heartbeat every 2 s: this much silence means look whether it still lives.
 SILENCE_CHECK = 8.0
-# How long the machine may be unreachable before the run is given up as an infrastructure error.
-RECONNECT_WINDOW = 300.0
 KILL_GRACE = 5.0
+# A database that keeps dropping the connection this often within one run is not ridden out.
+MAX_DATABASE_LOSSES = 10
+# Less free space than this where the run's workspace lives, and a runner that died without
+# an end is taken to have died of a full disk (its events file could not grow).
+DISK_FULL_KIB = 64
 
 # exit code -> (outcome, error category, what to say)
 EXIT_CODES: dict[int, tuple[str, str, str]] = {
@@ -119,6 +131,7 @@ class RunExecutor:
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         self.worker = worker_name()
+        self.database_losses = 0
 
     # -- entry point ----------------------------------------------------------------------------
 
@@ -155,6 +168,8 @@ class RunExecutor:
                 message=f"Infrastructure error while {phase}: {exc.message}",
             )  # fmt: skip
             return "error"
+        except (OperationalError, InterfaceError) as exc:
+            return self._after_database_loss(exc)
         except Exception as exc:
             logger.exception("Run %s failed in the worker", self.run_id)
             run_finish(
@@ -168,6 +183,23 @@ class RunExecutor:
             TestRun.objects.filter(pk=self.run_id, worker=self.worker).exclude(
                 status__in=ACTIVE
             ).update(worker="")
+
+    def _after_database_loss(self, exc: Exception) -> str:
+        """The database went away (restart, failover) while the runner went on writing its
+        events file on the host: once the database answers again, carry on from the last
+        stored event instead of calling a healthy run an error. If it stays away, the task
+        fails and the sweep resumes the run when it is back."""
+        self.database_losses += 1
+        logger.warning("Run %s: lost the database connection: %s", self.run_id, exc)
+        window = float(settings.RUN_RECONNECT_WINDOW_SECONDS)
+        if self.database_losses > MAX_DATABASE_LOSSES or not database_wait(timeout=window):
+            raise exc
+        run_note(
+            run_id=self.run_id, by=self.worker,
+            message=f"The database connection was lost ({type(exc).__name__}); the worker "
+            "reconnected and carried on from the last stored event.",
+        )  # fmt: skip
+        return self.execute()
 
     def _claim(self, run: TestRun) -> bool:
         """Takes the run unless another live worker has it."""
@@ -226,8 +258,9 @@ class RunExecutor:
                 return None
             return moved
         message = "Waiting: " + "; ".join(waits) + "." if waits else "Waiting for a machine."
+        # No longer in flight: the next slot freed on one of its machines sends it again.
         TestRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status_message=message, worker=""
+            status_message=message, worker="", dispatched_at=None
         )
         return None
 
@@ -364,6 +397,9 @@ class RunExecutor:
         pending = b""
         offset = run.events_offset
 
+        window = float(settings.RUN_RECONNECT_WINDOW_SECONDS)
+        live: dict[str, ssh.SSHConnection] = {}  # the connection in use, for lost() to drop
+
         def lost(exc: ssh.SSHError, now: float) -> bool:
             """A dropped connection anywhere in the loop: wait and reconnect, within the
             window; False once the run was given up."""
@@ -371,16 +407,21 @@ class RunExecutor:
             if unreachable_since is None:
                 unreachable_since = now
                 TestRun.objects.filter(pk=run.pk).update(
-                    status_message=f"Lost the connection, reconnecting: {exc.message}"
+                    status_message=f"Lost the SSH connection to machine {machine.name}, "
+                    f"reconnecting: {exc.message}"
                 )
-            if now - unreachable_since > RECONNECT_WINDOW:
+            if now - unreachable_since > window:
                 run_finish(
                     run_id=run.pk, outcome=RunOutcome.ERROR,
                     error_category=ErrorCategory.INFRASTRUCTURE, by=self.worker,
-                    message=f"Lost the machine for {RECONNECT_WINDOW:.0f} s: {exc.message}",
+                    message=f"Machine {machine.name} unreachable over SSH for {window:.0f} s; "
+                    f"gave the run up (the runner may still be running there): {exc.message}",
                 )  # fmt: skip
                 return False
-            ssh.drop_connection(machine.pk)
+            stale = live.pop("conn", None)
+            if stale is not None:
+                # A transport that still looks alive (a half-open socket) is not reused.
+                stale.close()
             TestRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
             time.sleep(min(5.0, 0.5 + (now - unreachable_since) / 4))
             return True
@@ -388,7 +429,7 @@ class RunExecutor:
         while True:
             now = time.monotonic()
             try:
-                conn = machine_services.machine_connection(machine=machine)
+                conn = live["conn"] = machine_services.machine_connection(machine=machine)
                 data = conn.read_from(paths.events, offset, READ_CHUNK)
                 unreachable_since = None
             except ssh.RemoteFileError:
@@ -449,19 +490,13 @@ class RunExecutor:
 
     @staticmethod
     def _parse(blob: bytes) -> list[dict[str, Any]]:
-        events = []
-        for line in blob.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                logger.warning(
-                    "Skipping a line of the events file that is not JSON: %r", line[:200]
-                )
-                continue
-            if isinstance(event, dict) and isinstance(event.get("seq"), int):
-                events.append(event)
+        """Complete lines of the events file -> the events to store. Never raises: a line that
+        is not a valid, storable event (test_runner/event_lines.py) is logged and skipped."""
+        events, rejected = parse_event_lines(blob)
+        for line in rejected:
+            logger.warning(
+                "Skipping line %d of an events batch: %s: %r", line.line, line.reason, line.excerpt
+            )
         return events
 
     def _control(
@@ -566,17 +601,44 @@ class RunExecutor:
             text = f"Timed out after {run.timeout} s."
         else:
             outcome, category = RunOutcome.ERROR, ErrorCategory.INFRASTRUCTURE
+            machine = run.machine
+            assert machine is not None
             tail = ""
             try:
-                log = conn.get(paths.workspace + _sep(run.machine) + "runner.log")  # type: ignore[arg-type]
+                log = conn.get(paths.workspace + _sep(machine) + "runner.log")
                 tail = log.decode(errors="replace").strip()[-500:]
             except ssh.SSHError:
                 pass
-            text = "The runner stopped without reporting an end (killed, or the host rebooted)."
+            full = self._disk_full(conn, machine, paths.workspace)
+            if full or "No space left on device" in tail:
+                text = (
+                    f"No space left on the host: the disk of machine {machine.name} that holds "
+                    f"the run's workspace {paths.workspace} is full{full}, so the runner could "
+                    "not write its events and stopped. Free space there and run it again."
+                )
+            else:
+                text = "The runner stopped without reporting an end (killed, or the host rebooted)."
             if tail:
                 text += f" Its last output: {tail}"
         run_finish(run_id=run.pk, outcome=outcome, error_category=category, by=self.worker,
                    message=text)  # fmt: skip
+
+    @staticmethod
+    def _disk_full(conn: ssh.SSHConnection, machine: Machine, workspace: str) -> str:
+        """A note like ``" (12 KiB free)"`` when the file system holding ``workspace`` is
+        (nearly) full, else an empty string (also on Windows, and when df cannot answer)."""
+        if machine.os == Machine.Os.WINDOWS:
+            return ""
+        try:
+            result = conn.run(ssh.Command("df", "-Pk", "--", workspace), check=False, timeout=15)
+        except ssh.SSHError:
+            return ""
+        lines = result.stdout.strip().splitlines()
+        fields = lines[-1].split() if result.ok and len(lines) >= 2 else []
+        if len(fields) < 6 or not fields[3].isdigit():
+            return ""
+        free = int(fields[3])
+        return f" ({free} KiB free)" if free < DISK_FULL_KIB else ""
 
     def _fetch_artifacts(self, run: TestRun, paths: Paths) -> None:
         machine = run.machine

@@ -31,6 +31,7 @@ from machines.services.pool import (
     venv_renew,
     venv_reset,
     venv_reset_request,
+    venv_resets_retry,
     venv_sync_requirements,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "venv_renew",
     "venv_reset",
     "venv_reset_request",
+    "venv_resets_retry",
     "venv_sync_requirements",
 ]

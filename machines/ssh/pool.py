@@ -82,9 +82,13 @@ def get_connection(key: Hashable, spec: ConnectionSpec) -> SSHConnection:
 
 
 def drop_connection(key: Hashable) -> None:
+    """Closes the connection cached under ``key`` and those under tuple keys that start with it:
+    ``drop_connection(machine.pk)`` drops the machine's connection whatever credential version
+    and host key it was cached under."""
     with _lock:
-        connection = _connections.pop(key, None)
-    if connection is not None:
+        keys = [k for k in _connections if k == key or (isinstance(k, tuple) and k[:1] == (key,))]
+        dropped = [_connections.pop(k) for k in keys]
+    for connection in dropped:
         connection.close()
 
 

@@ -427,6 +427,13 @@ def test_pool_reuses_live_connections_and_replaces_dead_ones(sshd: SSHD) -> None
         assert not second.is_alive()
         drop_connection(key)
         assert not third.is_alive()
+        # A machine's connection is cached under (pk, credential version, host key): dropping
+        # by the pk alone closes it, and leaves other machines' connections alone.
+        mine = get_connection((41, 3, "SHA256:x"), sshd.spec())
+        other = get_connection((42, 3, "SHA256:x"), sshd.spec())
+        drop_connection(41)
+        assert not mine.is_alive()
+        assert other.is_alive()
     finally:
         close_all()
 
