@@ -72,6 +72,20 @@ def run_transition(
     return TestRun.objects.get(pk=run_id)
 
 
+def run_note(*, run_id: int, by: str, message: str) -> None:
+    """Records something that happened to a run without moving it (a lost database connection
+    it rode through): a RunTransition from and to its current status, and its status message,
+    so the run's history says so."""
+    current = TestRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    if current is None:
+        return
+    with transaction.atomic():
+        TestRun.objects.filter(pk=run_id).update(status_message=message)
+        RunTransition.objects.create(
+            run_id=run_id, from_status=current, to_status=current, by=by, message=message
+        )
+
+
 # --- Create -----------------------------------------------------------------------------------
 
 
@@ -211,27 +225,44 @@ def run_create(
         run=run, from_status=RunStatus.QUEUED, to_status=RunStatus.QUEUED, actor=as_user(actor),
         message="created",
     )  # fmt: skip
-    run_dispatch_on_commit(run_ids=[run.pk])
+    from test_runner.services.scheduling import runs_dispatch_new
+
+    runs_dispatch_new(run=run)
     return run
+
+
+BROKER_DOWN_MESSAGE = "Queued; the task queue is unreachable, the run will be sent when it is back."
 
 
 def run_dispatch_on_commit(*, run_ids: list[int]) -> None:
     """Sends the runs to the workers once the transaction commits. If the broker is down the
-    runs stay QUEUED (nothing is lost) and the periodic sweep sends them when it is back."""
+    runs stay QUEUED (nothing is lost), say so in their status message, and the periodic sweep
+    sends them when it is back.
+
+    A publish is tried once, without waiting for the broker (see
+    CELERY_BROKER_TRANSPORT_OPTIONS): the caller, often an API request, gets its answer at
+    once instead of after seconds of reconnect attempts."""
 
     def send() -> None:
         from test_runner.tasks import run_execute_task
 
-        for run_id in run_ids:
+        for index, run_id in enumerate(run_ids):
             TestRun.objects.filter(pk=run_id).update(dispatched_at=timezone.now())
             try:
                 run_execute_task.apply_async(args=(run_id,), retry=False)
             except Exception as exc:  # noqa: BLE001  # any broker failure: the sweep retries
-                logger.error("Could not dispatch run %s (broker down?): %s", run_id, exc)
-                TestRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-                    status_message="Queued; the task queue is unreachable, the run will be "
-                    "sent when it is back."
+                unsent = run_ids[index:]
+                logger.error(
+                    "Could not dispatch runs %s (broker down?): %s",
+                    ", ".join(map(str, unsent)), exc,
+                )  # fmt: skip
+                # Never sent: the sweep sends them on its next round, not a lost-message
+                # timeout later. The rest are not tried: the broker is down for them too.
+                TestRun.objects.filter(pk__in=unsent).update(dispatched_at=None)
+                TestRun.objects.filter(pk__in=unsent, status=RunStatus.QUEUED).update(
+                    status_message=BROKER_DOWN_MESSAGE
                 )
+                return
 
     transaction.on_commit(send)
 

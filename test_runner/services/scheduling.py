@@ -6,6 +6,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -34,21 +35,69 @@ MAX_DISPATCHES = 25
 
 def runs_dispatch_waiting(*, machine_id: int) -> list[int]:
     """Sends the best waiting runs (priority, then age) that could use ``machine_id`` now: as
-    many as it has READY slots."""
+    many as it has room for, less the runs already sent to it and not yet taken.
+
+    A run whose message is in flight is not sent again (a worker that finds no slot clears
+    ``dispatched_at``, so the run is considered at the next slot freed): a burst of runs then
+    costs one message each instead of one per wake-up, and the messages that free slots
+    (resets) are not queued behind hundreds of runs that could only bounce."""
     machine = Machine.objects.filter(pk=machine_id).first()
     if machine is None or not machine.is_usable:
         return []
-    ready = Venv.objects.filter(machine=machine, state=Venv.State.READY).count()
-    if not ready:
+    venvs = Venv.objects.filter(machine=machine)
+    ready = venvs.filter(state=Venv.State.READY).count()
+    leased = venvs.filter(state=Venv.State.LEASED).count()
+    room = min(ready, machine.max_concurrent_runs - leased)
+    if room <= 0:
         return []
-    ids = list(
-        TestRun.objects.filter(runs_needing_machine(machine))
-        .order_by("-priority", "queued_at", "pk")
-        .values_list("pk", flat=True)[:ready]
-    )
+    in_flight = Q(dispatched_at__gte=timezone.now() - LOST_DISPATCH)
+    waiting = TestRun.objects.filter(runs_needing_machine(machine))
+    room -= waiting.filter(in_flight).count()
+    if room <= 0:
+        return []
+    with transaction.atomic():
+        # Marked in flight at once, so that a second wake-up (another task, a new run's
+        # commit) does not pick the same runs; a run locked by another dispatcher is skipped.
+        ids = list(
+            waiting.exclude(in_flight)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("-priority", "queued_at", "pk")
+            .values_list("pk", flat=True)[:room]
+        )
+        TestRun.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
     if ids:
         run_dispatch_on_commit(run_ids=ids)
     return ids
+
+
+def runs_dispatch_new(*, run: TestRun) -> None:
+    """Once a new run is committed, sends what its machines have room for: the run itself, or
+    better runs that waited longer. If they are all busy it waits, unsent, for a slot to free
+    (the sweep is the safety net)."""
+    if run.requested_machine_id:
+        machine_ids = [run.requested_machine_id]
+    else:
+        machine_ids = list(
+            Machine.objects.filter(labels__name=run.requested_label, enabled=True)
+            .distinct()
+            .values_list("pk", flat=True)
+        )
+
+    def send() -> None:
+        sent: list[int] = []
+        for machine_id in machine_ids:
+            sent += runs_dispatch_waiting(machine_id=machine_id)
+        if run.pk not in sent:
+            where = (
+                f"machine {run.requested_machine}"
+                if run.requested_machine_id
+                else (f"the machines labelled {run.requested_label}")
+            )
+            TestRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED, dispatched_at=None).update(
+                status_message=f"Waiting for a free slot on {where}."
+            )
+
+    transaction.on_commit(send)
 
 
 def runs_sweep() -> dict[str, int]:

@@ -262,6 +262,35 @@ def test_waiting_runs_start_by_priority_then_age(world, django_capture_on_commit
     assert low.pk not in chosen
 
 
+def test_new_runs_are_sent_only_while_their_machine_has_room(
+    world, django_capture_on_commit_callbacks, monkeypatch
+):
+    from test_runner.tasks import run_execute_task
+
+    machine, admin = world["machine"], world["admin"]
+    sent: list[int] = []
+    # What is published, not the broker, is under test here.
+    monkeypatch.setattr(run_execute_task, "apply_async", lambda args, **_kw: sent.append(args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        runs = [
+            services.run_create(actor=admin, case=world["case"], machine=machine) for _ in range(3)
+        ]
+    # Two READY slots: the first two runs go, the third waits unsent, and says why.
+    assert sent == [runs[0].pk, runs[1].pk]
+    third = TestRun.objects.get(pk=runs[2].pk)
+    assert third.dispatched_at is None
+    assert third.status_message == "Waiting for a free slot on machine lab-1."
+    # A slot-freed wake-up does not send again what is in flight.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs_dispatch_waiting(machine_id=machine.pk) == []
+    # A worker that found no slot gives the message back (dispatched_at cleared): the next
+    # wake-up sends that run again.
+    TestRun.objects.filter(pk=runs[1].pk).update(dispatched_at=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs_dispatch_waiting(machine_id=machine.pk) == [runs[1].pk]
+    assert sent == [runs[0].pk, runs[1].pk, runs[1].pk]
+
+
 def test_sweep_resumes_runs_whose_worker_went_quiet(world, django_capture_on_commit_callbacks):
     run = services.run_create(actor=world["alice"], case=world["case"], machine=world["machine"])
     TestRun.objects.filter(pk=run.pk).update(
