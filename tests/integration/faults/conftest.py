@@ -95,7 +95,9 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
-@pytest.fixture(scope="session")
+# Package scope: the worker stops once the fault tests are done, so that it does not take
+# tasks from the queue that later tests watch their own worker serve.
+@pytest.fixture(scope="package")
 def fault_worker(
     test_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
