@@ -1,7 +1,7 @@
 """A run's live events as Server-Sent Events.
 
-The database is the truth: the stream polls the run's ``last_seq`` (one indexed row, every
-quarter second) and, when it moved, sends what came after the last seq it sent. The same code
+The database is the truth: the stream polls the run's ``last_seq`` (one indexed row, ten times
+a second) and, when it moved, sends what came after the last seq it sent. The same code
 serves the embedded default (SQLite, no Redis) and production. A page that loses the stream
 asks ``/runs/<pk>/live/?after=<seq>`` for what it missed and opens a new stream after that
 seq, so nothing is lost or shown twice.
@@ -26,7 +26,7 @@ from test_runner import selectors
 from test_runner.models import RunStatus, TestRun
 from test_runner.web import selectors as web_selectors
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
 # A stream ends after this long and the browser opens a new one: no connection lives forever.
 MAX_STREAM_SECONDS = 300.0
