@@ -170,7 +170,8 @@ def comparison(
         "unit": unit,
         "ours": round(ours, 3),
         "naive": round(naive, 3),
-        "ratio": round(ratio, 1),
+        # Two significant figures below 1 (ours slower), one decimal above.
+        "ratio": round(ratio, 1) if ratio >= 1 else float(f"{ratio:.2g}"),
         "goal": goal,
         "met": met,
         "note": note,

@@ -88,6 +88,10 @@ def _is_type(value: Any, kind: str) -> bool:
 
 
 Checker = Callable[[Any, str], None]
+# A value of exactly this Python type is of this JSON type (bool is not an integer).
+_EXACT_TYPES: dict[str, type] = {
+    "string": str, "integer": int, "object": dict, "array": list, "boolean": bool,
+}  # fmt: skip
 
 
 def _compile(schema: dict[str, Any]) -> Checker:
@@ -97,8 +101,11 @@ def _compile(schema: dict[str, Any]) -> Checker:
     steps: list[Checker] = []
     if "type" in schema:
         kinds = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
+        exact = _EXACT_TYPES.get(kinds[0]) if len(kinds) == 1 else None
 
         def check_type(value: Any, where: str) -> None:
+            if exact is not None and type(value) is exact:
+                return  # the common case, decided without the general rules
             if not any(_is_type(value, kind) for kind in kinds):
                 raise _Invalid(f"{where} must be {' or '.join(kinds)}, not {_describe(value)}")
 
@@ -113,8 +120,11 @@ def _compile(schema: dict[str, Any]) -> Checker:
         steps.append(check_const)
     if "enum" in schema:
         options = list(schema["enum"])
+        texts = frozenset(o for o in options if isinstance(o, str))
 
         def check_enum(value: Any, where: str) -> None:
+            if type(value) is str and value in texts:
+                return
             if not any(_same(value, option) for option in options):
                 raise _Invalid(f"{where} must be one of {', '.join(map(str, options))}")
 
