@@ -128,6 +128,7 @@ class StandInJenkins:
         self.slow_seconds = 0.0
         self.slow_pattern: re.Pattern[str] | None = None
         self.error_pattern: re.Pattern[str] | None = None
+        self.error_status = 500
         self._server: ThreadingHTTPServer | None = None
         # Open client connections: a stopped Jenkins drops them too (keep-alive would not).
         self.connections: set[socket.socket] = set()
@@ -175,9 +176,11 @@ class StandInJenkins:
     def slow(self, seconds: float, pattern: str = ".*") -> None:
         self.slow_seconds, self.slow_pattern = seconds, re.compile(pattern)
 
-    def fail(self, pattern: str = ".*") -> None:
-        """Every request whose path matches answers 500."""
+    def fail(self, pattern: str = ".*", status: int = 500) -> None:
+        """Every request whose path matches answers ``status`` (500, or 503 as an overloaded
+        Jenkins or its proxy does)."""
         self.error_pattern = re.compile(pattern)
+        self.error_status = status
 
     def heal(self) -> None:
         self.slow_seconds, self.slow_pattern, self.error_pattern = 0.0, None, None
@@ -305,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         if j.slow_pattern is not None and j.slow_pattern.search(path):
             time.sleep(j.slow_seconds)
         if j.error_pattern is not None and j.error_pattern.search(path):
-            self._html(500, "A problem occurred while processing the request.")
+            self._html(j.error_status, "A problem occurred while processing the request.")
             return
         if not self._authenticated():
             self._send(

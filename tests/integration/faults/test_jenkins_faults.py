@@ -13,11 +13,9 @@ at a time; here the worker's own retry and backoff schedule does it.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -34,7 +32,7 @@ from tests.factories import (
     make_ready_venvs,
     make_user,
 )
-from tests.jenkins_standin import StandInJenkins, _Handler, sample_test_report
+from tests.jenkins_standin import StandInJenkins, sample_test_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -45,35 +43,9 @@ CONSOLE = "".join(f"{line}\n" for _, line in SCRIPT)
 READ_TIMEOUT = 2
 
 
-class _StatusHandler(_Handler):
-    """Answers the stand-in's injected failures with the status the test chose (a 503 from an
-    overloaded Jenkins or its proxy, not only the 500 the stand-in sends)."""
-
-    def _html(self, status: int, text: str) -> None:
-        failing = self.jenkins.error_pattern is not None
-        if status == 500 and failing and text.startswith("A problem occurred"):
-            status = getattr(self.jenkins, "error_status", 500)
-        super()._html(status, text)
-
-
-class FaultyJenkins(StandInJenkins):
-    error_status = 500
-
-    def start(self) -> FaultyJenkins:
-        handler = type("Handler", (_StatusHandler,), {"jenkins": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-
 @pytest.fixture
-def jenkins(celery_worker: str) -> Iterator[FaultyJenkins]:
-    standin = FaultyJenkins().start()
+def jenkins(celery_worker: str) -> Iterator[StandInJenkins]:
+    standin = StandInJenkins().start()
     """The stand-in, with a real worker (the faults suite's own) following its builds."""
     standin.clock.run()  # the worker polls in real time
     yield standin
@@ -100,7 +72,7 @@ def run_id(admin: Any) -> int:
     return int(make_finished_run(admin, machine).pk)
 
 
-def start_build(api: APIClient, jenkins: FaultyJenkins, run_id: int, **job: Any) -> int:
+def start_build(api: APIClient, jenkins: StandInJenkins, run_id: int, **job: Any) -> int:
     options: dict[str, Any] = {"script": SCRIPT, "duration": 5.0, **job}
     jenkins.add_job("hw/flash", parameters={TRIGGER_PARAMETER: "", "BOARD": "stm32"}, **options)
     server = make_jenkins_server(
@@ -132,7 +104,7 @@ def wait_build(
         time.sleep(0.2)
 
 
-def assert_chain_stopped(build: JenkinsBuild, jenkins: FaultyJenkins | None = None) -> None:
+def assert_chain_stopped(build: JenkinsBuild, jenkins: StandInJenkins | None = None) -> None:
     """A finished build has no poll scheduled, is not picked up by the lost-chain sweep, and
     (if Jenkins is up) nothing more is asked of Jenkins about it."""
     assert build.is_done and build.next_poll_at is None
@@ -210,9 +182,8 @@ def test_trigger_answered_too_late_is_found_not_sent_twice(api, jenkins, run_id)
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_failing_jenkins_is_retried_then_recovers(api, jenkins, run_id, status):
-    jenkins.error_status = status
     # Failing from the start: the trigger is retried with backoff, not given up.
-    jenkins.fail()
+    jenkins.fail(status=status)
     build_id = start_build(api, jenkins, run_id, result="UNSTABLE")
     first = wait_build(build_id, lambda b: b.trigger_attempts >= 1 and "again" in
                        b.status_message, "the first attempt to fail", timeout=60)  # fmt: skip
@@ -225,7 +196,7 @@ def test_failing_jenkins_is_retried_then_recovers(api, jenkins, run_id, status):
 
     wait_build(build_id, lambda b: "flashing firmware" in b.console_text, "the build to run")
     # Failing again while it builds: polls fail, back off, then pick up where they stopped.
-    jenkins.fail()
+    jenkins.fail(status=status)
     failing = wait_build(build_id, lambda b: b.poll_failures >= 2, "two polls to fail", 60)
     assert failing.status == "building"
     assert f"HTTP {status}" in failing.status_message
