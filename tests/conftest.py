@@ -11,10 +11,9 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -132,40 +131,29 @@ def test_database_url(django_db_setup: None, django_db_blocker: object) -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(
+def worker_process(
     test_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real Celery worker (prefork) in its own process, on the test database and broker.
+) -> Iterator[Any]:
+    """The session's one real Celery worker (prefork, 2 processes) in its own process, on the
+    test database and broker (a ``tests.worker.Worker``: the fault tests kill and restart
+    it). Stopped with a warm shutdown at the end."""
+    from tests.worker import Worker
 
-    Yields the worker's log file path; the worker is stopped with a warm shutdown at the end.
-    """
-    from test_management_system.tasks import ping_task
-
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "test_management_system", "worker",
-                "--loglevel", "INFO", "--concurrency", "2", "--without-gossip",
-                "--without-mingle", "--hostname", f"test-{os.getpid()}@%h",
-            ],
-            cwd=REPO_ROOT,
-            env=subprocess_env(DATABASE_URL=test_database_url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    worker = Worker(
+        test_database_url,
+        tmp_path_factory.mktemp("worker") / "worker.log",
+        name=f"test-{os.getpid()}",
+    )
+    worker.start()  # waits for its first answer; a dead worker fails here, clearly
     try:
-        # The first ping waits for the worker to come up; a dead worker fails here, clearly.
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"Celery worker exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                ping_task.apply_async().get(timeout=5)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"Celery worker did not answer in 60 s:\n{log_path.read_text()}")
-        yield str(log_path)
+        yield worker
     finally:
-        stop_process(proc)
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_process: Any) -> str:
+    """The session's worker, running; yields the path of its log."""
+    if not worker_process.running:
+        worker_process.start()
+    return str(worker_process.log_path)

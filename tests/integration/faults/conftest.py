@@ -8,14 +8,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, stop_process, subprocess_env
 from tests.integration.runs.conftest import (  # noqa: F401  # fixtures used by these tests
     Lab,
     _remove_session_work_dirs,
@@ -27,94 +24,19 @@ from tests.integration.runs.conftest import (  # noqa: F401  # fixtures used by 
     wait_for_events,
 )
 from tests.sshd import SSHD
-
-# Long enough for the connect retries to fail a few times, short enough to wait for in a test:
-# the machine is given up after this many seconds without SSH (production: 5 minutes).
-RECONNECT_WINDOW = 15
-
-
-class Worker:
-    """A real Celery worker (prefork, 2 processes) in a session of its own, so that the whole
-    of it, main process included, can be SIGKILLed like a host that lost power."""
-
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.database_url = database_url
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        from test_management_system.tasks import ping_task
-
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "celery", "-A", "test_management_system", "worker",
-                    "--loglevel", "INFO", "--concurrency", "2", "--without-gossip",
-                    "--without-mingle", "--hostname", f"faults-{os.getpid()}-{self.starts}@%h",
-                ],
-                cwd=REPO_ROOT,
-                env=subprocess_env(
-                    DATABASE_URL=self.database_url,
-                    RUN_RECONNECT_WINDOW_SECONDS=str(RECONNECT_WINDOW),
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"Celery worker exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                ping_task.apply_async().get(timeout=5)
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"Celery worker did not answer in 60 s:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL to the main process and every pool process at once: no warm shutdown, no
-        message given back, nothing written on the way out."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-
-# Package scope: the worker stops once the fault tests are done, so that it does not take
-# tasks from the queue that later tests watch their own worker serve.
-@pytest.fixture(scope="package")
-def fault_worker(
-    test_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Worker]:
-    worker = Worker(test_database_url, tmp_path_factory.mktemp("faults-worker") / "worker.log")
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
+from tests.worker import RECONNECT_WINDOW, Worker  # noqa: F401  # the tests import them here
 
 
 @pytest.fixture
-def celery_worker(fault_worker: Worker) -> str:
-    """The lab's worker is this killable one (a test that killed it leaves a new one)."""
-    if not fault_worker.running:
-        fault_worker.start()
-    return str(fault_worker.log_path)
+def fault_worker(worker_process: Worker) -> Iterator[Worker]:
+    """The session's one worker, which these tests may kill: it is running when a test starts
+    and again when it ends, whatever the test did to it. (One worker only: a second one on
+    the queue could take the run that a test means to take away from its worker.)"""
+    if not worker_process.running:
+        worker_process.start()
+    yield worker_process
+    if not worker_process.running:
+        worker_process.start()
 
 
 @pytest.fixture
