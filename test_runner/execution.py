@@ -662,3 +662,44 @@ class RunExecutor:
 
 def run_execute(*, run_id: int) -> str:
     return RunExecutor(run_id).execute()
+
+
+# -- runners left behind --------------------------------------------------------------------------
+
+# Exit 0 when process $1 is still the runner of the workspace $2 (its command line names it):
+# a pid the host has since given to another process is never signalled.
+_IS_RUNNER_OF = 'grep -qaF -- "$2" "/proc/$1/cmdline" 2>/dev/null'
+ORPHAN_MAX_AGE = timedelta(days=2)
+
+
+def runners_reap(*, machine: Machine) -> list[int]:
+    """Stops the runners that may have outlived their run on ``machine``: runs given up while
+    the machine was unreachable (the runner is detached and goes on, holding the board's
+    port) never got a ``run_end``. Called when the machine answers again; returns the runs
+    whose runner was still there and is now stopped. Only Linux hosts (``/proc``)."""
+    if machine.os == Machine.Os.WINDOWS:
+        return []
+    candidates = (
+        TestRun.objects.filter(
+            machine=machine, status=RunStatus.DONE, outcome=RunOutcome.ERROR,
+            finished_at__gte=timezone.now() - ORPHAN_MAX_AGE, remote_pid__gt=1,
+        )
+        .exclude(remote_workspace="")
+        .exclude(events__type="run_end")
+        .only("pk", "remote_pid", "remote_workspace")
+    )  # fmt: skip
+    stopped: list[int] = []
+    conn = None
+    for run in candidates:
+        pid = int(run.remote_pid or 0)
+        conn = conn or machine_services.machine_connection(machine=machine)
+        check = ssh.Command("sh", "-c", _IS_RUNNER_OF, "sh", pid, run.remote_workspace)
+        if conn.run(check, timeout=30, check=False).exit_code != 0:
+            continue
+        if conn.kill_process_group(pid, grace=5.0):
+            logger.warning(
+                "Run %s: stopped its runner (pid %s) left on %s when the run was given up",
+                run.pk, run.remote_pid, machine.name,
+            )  # fmt: skip
+            stopped.append(run.pk)
+    return stopped

@@ -18,6 +18,7 @@ from machines import ssh
 from machines.models import Venv
 from machines.tasks import machine_check_task
 from test_runner import services
+from test_runner.execution import runners_reap
 from test_runner.models import (
     ErrorCategory,
     RunEvent,
@@ -27,6 +28,7 @@ from test_runner.models import (
     TestResult,
     TestRun,
 )
+from tests.factories import make_finished_run
 from tests.integration.faults.conftest import (
     RECONNECT_WINDOW,
     Worker,
@@ -159,18 +161,18 @@ def test_sshd_stopped_past_the_reconnect_window_is_an_infrastructure_error(lab, 
     assert venv.state == Venv.State.DIRTY, venv.state
     assert venv.lease_holder == "" and "Cannot reach" in venv.last_error, venv.last_error
 
-    # sshd back: the next machine check (beat queues one every few minutes) finds it answering
-    # and has the worker retry the failed reset; the orphaned runner can then be stopped.
+    # sshd back. The runner, detached, outlived its run and still holds the board's port; the
+    # next machine check (beat queues one every few minutes) finds the machine answering,
+    # stops that runner, and has the worker retry the failed reset.
     sshd.start()
+    assert remote_processes(sshd, run.remote_workspace) > 0, "the runner was expected to go on"
     assert machine_check_task(lab.machine.pk)["ok"] is True
+    assert remote_processes(sshd, run.remote_workspace) == 0
     deadline = time.monotonic() + 90
     while venv.state != Venv.State.READY and time.monotonic() < deadline:
         time.sleep(0.3)
         venv.refresh_from_db()
     assert venv.state == Venv.State.READY, venv.last_error
-    with ssh.SSHConnection(sshd.spec()) as conn:
-        conn.kill_process_group(run.remote_pid or 0, grace=1.0)
-    assert remote_processes(sshd, run.remote_workspace) == 0
 
 
 def test_sshd_back_within_the_reconnect_window_the_run_finishes(lab, sshd_back):
@@ -268,3 +270,21 @@ def test_workspace_disk_full_ends_the_run_with_no_space_left(lab, sshd):
     log = client.get(f"/api/v1/runs/{run_id}/log")
     assert log.status_code == 200
     assert "filling the workspace disk" in b"".join(log.streaming_content).decode()  # type: ignore[attr-defined]
+
+
+def test_runners_reap_never_signals_a_process_that_is_not_the_runs_runner(lab, sshd):
+    # A run given up long ago whose pid the host has since given to another process.
+    with ssh.SSHConnection(sshd.spec()) as conn:
+        other = conn.start_detached(ssh.Command("sleep", "120"), log_path=f"{sshd.home}/o.log")
+    try:
+        run = make_finished_run(lab.admin, lab.machine, outcome=RunOutcome.ERROR)
+        TestRun.objects.filter(pk=run.pk).update(
+            remote_pid=other, remote_workspace=f"{lab.machine.effective_work_dir}/runs/gone"
+        )
+        assert runners_reap(machine=lab.machine) == []
+        with ssh.SSHConnection(sshd.spec()) as conn:
+            alive = conn.run(ssh.Command("kill", "-0", other), check=False)
+        assert alive.exit_code == 0, "a process that is not the run's runner was signalled"
+    finally:
+        with ssh.SSHConnection(sshd.spec()) as conn:
+            conn.kill_process_group(other, grace=0.5)
