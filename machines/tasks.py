@@ -6,7 +6,7 @@ from celery import current_app, shared_task
 
 from machines import services
 from machines.models import Machine, Venv
-from machines.signals import machine_answered, slot_freed
+from machines.signals import slot_freed
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +17,6 @@ def machine_check_task(machine_id: int) -> dict[str, object]:
     if machine is None:
         return {"ok": False, "message": f"machine {machine_id} no longer exists"}
     result = services.machine_check(machine=machine, source="system")
-    if result.ok:
-        # The machine answers: slots whose reset failed while it was away are retried now, and
-        # what was left running there by runs given up meanwhile is stopped.
-        services.venv_resets_retry(machine=machine)
-        for _receiver, response in machine_answered.send_robust(
-            sender=Machine, machine_id=machine.pk
-        ):
-            if isinstance(response, Exception):
-                logger.error("After machine %s answered again: %r", machine.name, response)
     return {"ok": result.ok, "status": result.status, "message": result.message}
 
 

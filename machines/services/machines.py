@@ -15,6 +15,7 @@ from machines import ssh
 from machines.models import Machine, MachineCredential
 from machines.services.audit import Actor, as_user, audit_record
 from machines.services.labels import labels_get_or_create
+from machines.signals import machine_answered
 from machines.ssh.keys import load_private_key
 from test_management_system.errors import ApplicationError, ConflictError
 
@@ -444,9 +445,21 @@ def machine_check(
     )  # fmt: skip
     machine.refresh_from_db()
     _audit_check(machine, previous, actor, source, {"ok": True, "warnings": warnings})
+    _machine_answered(machine)
     return MachineCheckResult(
         ok=True, status=Machine.Status.ONLINE, message="Connected.", warnings=warnings, facts=facts
     )
+
+
+def _machine_answered(machine: Machine) -> None:
+    """The machine answers (again): slots whose reset failed while it was away are retried, and
+    the app that runs tests stops what runs given up meanwhile left running there."""
+    from machines.services.pool import venv_resets_retry
+
+    venv_resets_retry(machine=machine)
+    for _receiver, response in machine_answered.send_robust(sender=Machine, machine_id=machine.pk):
+        if isinstance(response, Exception):
+            logger.error("After machine %s answered again: %r", machine.name, response)
 
 
 def _audit_check(
