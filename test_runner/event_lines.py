@@ -252,12 +252,6 @@ def _event_check() -> Checker:
     return _compile(event_schema())
 
 
-def _check(value: Any, schema: dict[str, Any], where: str) -> None:
-    """Raises _Invalid naming the first place where ``value`` breaks ``schema``."""
-    check = _event_check() if schema is event_schema() else _compile(schema)
-    check(value, where)
-
-
 def _name(where: str, key: object) -> str:
     return f"{where}.{key}" if where != "event" else str(key)
 
@@ -339,7 +333,7 @@ def parse_event(line: bytes) -> dict[str, Any]:
     seq = event.get("seq")
     if "seq" in event and (not isinstance(seq, int) or isinstance(seq, bool)):
         raise _Invalid(f"seq must be a whole number, not {_describe(seq)} {seq!r}"[:200])
-    _check(event, event_schema(), "event")
+    _event_check()(event, "event")
     if event["seq"] > SEQ_MAX:
         raise _Invalid(f"seq {event['seq']} is larger than {SEQ_MAX}")
     try:
