@@ -16,29 +16,14 @@ from rest_framework.request import Request
 
 from jenkins import services
 from jenkins.models import ApiToken
-
-SCHEMES = ("bearer", "token")
-
-
-def _credentials(request: Request) -> str | None:
-    """The token in the Authorization header, "" when the scheme is ours but the token is
-    missing, None when the header is not ours."""
-    header = authentication.get_authorization_header(request).decode("latin-1").strip()
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() not in SCHEMES:
-        return None
-    return rest.strip()
+from test_management_system.tokens import bearer_token, uses_bearer
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
-        raw = _credentials(request)
+        raw = bearer_token(request)
         if raw is None:
             return None
-        if not raw or " " in raw:
-            raise exceptions.AuthenticationFailed(
-                "Malformed Authorization header: use 'Bearer <token>' or 'Token <token>'."
-            )
         token = (
             ApiToken.objects.select_related("user")
             .filter(key_hash=services.token_hash(raw))
@@ -64,7 +49,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str | None:
         # Only for callers who tried a token: everyone else keeps the 403 the session auth gives.
-        if _credentials(request) is None:
+        if not uses_bearer(request):
             return None
         return 'Bearer realm="api"'
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import datetime, timedelta
 
@@ -14,15 +13,11 @@ from django.utils import timezone
 from jenkins.models import ApiToken
 from machines.services.audit import Actor, audit_record
 from test_management_system.errors import ApplicationError
+from test_management_system.tokens import token_hash
 
 TOKEN_PREFIX = "tms_"  # noqa: S105  # a marker, not a secret
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def token_hash(raw: str) -> str:
-    # A plain SHA-256 is enough: the secret has 256 bits of entropy, nothing to brute-force.
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 @transaction.atomic

@@ -13,23 +13,16 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from test_management_system.tokens import bearer_token
 from test_runner.ingest import services
 from test_runner.models import IngestToken
-
-SCHEMES = ("bearer", "token")
 
 
 class IngestTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, IngestToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1").strip()
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() not in SCHEMES:
+        raw = bearer_token(request)
+        if raw is None:
             return None
-        raw = raw.strip()
-        if not raw or " " in raw:
-            raise exceptions.AuthenticationFailed(
-                "Malformed Authorization header: use 'Bearer <token>' or 'Token <token>'."
-            )
         token = (
             IngestToken.objects.select_related("machine")
             .filter(key_hash=services.token_hash(raw))

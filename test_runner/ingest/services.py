@@ -8,7 +8,6 @@ named after the machine and master scenario, with one result per test, in plan o
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import posixpath
 import re
 import secrets
@@ -23,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 
 from machines.models import Machine
 from test_management_system.errors import ApplicationError, NotFoundError
+from test_management_system.tokens import token_hash
 from test_runner.models import (
     IngestToken,
     RunEvent,
@@ -56,11 +56,6 @@ DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 # --- Tokens -----------------------------------------------------------------------------------
-
-
-def token_hash(raw: str) -> str:
-    # A plain SHA-256 is enough: the secret has 256 bits of entropy, nothing to brute-force.
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 @transaction.atomic
